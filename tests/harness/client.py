@@ -1,0 +1,312 @@
+"""A test client that talks to the student's server and explains what went wrong.
+
+Every client of a test shares one Story: the steps the test took, in order.
+When an expectation fails, the message names the client, replays the story,
+shows the expected line against what arrived (with repr(), so spaces, \\r and
+missing newlines are visible), and suggests a likely cause.
+"""
+
+import socket
+import struct
+import time
+
+from .process import fail, tail
+
+DEFAULT_WAIT = 2.0  # seconds to wait for a reply that should come at once
+POLL = 0.05         # how often a waiting client checks that the server is alive
+
+
+class Story:
+    """The steps a test took, replayed in failure messages."""
+
+    def __init__(self):
+        self.steps = []
+        self.server = None  # set by the fixture that starts the server
+
+    def add(self, who, what):
+        self.steps.append(f"{who} {what}")
+
+    def render(self, last=30):
+        shown = self.steps[-last:]
+        skipped = len(self.steps) - len(shown)
+        lines = [f"    ... {skipped} earlier steps"] if skipped else []
+        first = skipped + 1
+        lines += [f"   {first + i:3}. {step}" for i, step in enumerate(shown)]
+        return "\n".join(lines) or "    (no steps)"
+
+
+def show(data, limit=120):
+    """repr() of bytes or text, shortened in the middle when long."""
+    text = repr(data)
+    if len(text) > limit:
+        size = len(data)
+        text = f"{text[:limit // 2]} ... {text[-limit // 3:]} ({size} {'bytes' if isinstance(data, bytes) else 'characters'})"
+    return text
+
+
+def likely_cause(expected, got):
+    """A guess at why the line `got` arrived where `expected` was due."""
+    if got == expected.upper() and got != expected:
+        return None
+    if got.rstrip("\r") == expected and got.endswith("\r"):
+        return "The line ends with '\\r': drop a trailing '\\r' before using the line."
+    if got and expected.startswith(got):
+        return ("Only the start of the line arrived before its newline. Is one message being split,\n"
+                "  for example by treating each recv() as one complete message?")
+    if expected and expected in got and got != expected:
+        return ("The expected line arrived glued to other text: two messages were joined.\n"
+                "  Are you treating one recv() as one message instead of splitting on '\\n'?")
+    if got.endswith("joined the chat room!") and expected.endswith("joined the chat room!"):
+        return ("The name in the join line is wrong. The username is the first *line* the client\n"
+                "  sends; the bytes after its '\\n' are already the first message.")
+    return None
+
+
+class Client:
+    """One TCP connection to the server under test, named for failure messages."""
+
+    def __init__(self, name, address, story, server=None, rcvbuf=None, connect=True):
+        self.name = name
+        self.address = address
+        self.story = story
+        self.server = server if server is not None else story.server
+        self.sock = None
+        self.buffer = bytearray()   # received, not yet returned as a line
+        self.received = bytearray()  # everything ever received
+        self.lines = []             # every line returned so far
+        self.closed_by_server = False
+        self.rcvbuf = rcvbuf
+        if connect:
+            self.connect()
+
+    # ---- connecting and sending ----------------------------------------
+
+    def connect(self, timeout=5.0):
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        if self.rcvbuf:
+            # Must be set before connect(): the window is agreed on at connect time.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self.rcvbuf)
+        sock.settimeout(timeout)
+        try:
+            sock.connect(self.address)
+        except OSError as error:
+            sock.close()
+            self._fail(f"{self.name} could not connect to {self.address[0]}:{self.address[1]}: {error}")
+        sock.settimeout(None)
+        self.sock = sock
+        self.story.add(self.name, "connected")
+        return self
+
+    def send(self, data, note=None):
+        """Send bytes exactly as given (they may arrive split or joined)."""
+        try:
+            self.sock.sendall(data)
+        except OSError as error:
+            self._fail(f"{self.name} could not send {show(data)}: {error}\n"
+                       f"  The server has probably closed or reset this connection.")
+        self.story.add(self.name, note or f"sent {show(data)}")
+
+    def send_line(self, text):
+        self.send((text + "\n").encode("utf-8"), note=f"sent the line {text!r}")
+
+    def send_slowly(self, data, pause=0.02):
+        """Send one byte at a time, pausing, so each byte travels on its own."""
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        for i in range(len(data)):
+            self.sock.sendall(data[i:i + 1])
+            time.sleep(pause)
+        self.story.add(self.name, f"sent {show(data)} one byte at a time")
+
+    def half_close(self):
+        """Say 'no more data' (FIN) but keep reading: shutdown(SHUT_WR)."""
+        self.sock.shutdown(socket.SHUT_WR)
+        self.story.add(self.name, "closed its sending side (shutdown SHUT_WR)")
+
+    def close(self, note=None):
+        if self.sock is not None:
+            try:
+                self.sock.close()
+            except OSError:
+                pass
+            self.sock = None
+            self.story.add(self.name, note or "closed the connection")
+
+    def reset(self):
+        """Abort the connection: close with SO_LINGER 0 sends RST instead of FIN."""
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self.close(note="reset the connection (RST, no goodbye)")
+
+    # ---- receiving -------------------------------------------------------
+
+    def _receive_some(self, until):
+        """Receive whatever arrives before the monotonic time `until`.
+
+        Returns False when the deadline passed with nothing new. Checks that the
+        server is alive while waiting, so a crashed server fails the test at once.
+        """
+        while True:
+            remaining = until - time.monotonic()
+            if remaining <= 0:
+                return False
+            self.sock.settimeout(min(remaining, POLL))
+            try:
+                chunk = self.sock.recv(65536)
+            except socket.timeout:
+                self._check_server()
+                continue
+            except (ConnectionResetError, ConnectionAbortedError):
+                chunk = b""
+            if not chunk:
+                self.closed_by_server = True
+                return False
+            self.buffer.extend(chunk)
+            self.received.extend(chunk)
+            return True
+
+    def _check_server(self):
+        server = self.server
+        if server is None:
+            return
+        if server.exited():
+            self._fail(f"The server stopped while {self.name} was waiting for a reply.")
+        if "NotImplementedError" in server.stderr:
+            self._fail(f"The server raised NotImplementedError: this part is not done yet.")
+
+    def read_line(self, timeout=DEFAULT_WAIT, waiting_for=None):
+        """Return the next line as text (without its '\\n'), or None if none came in time.
+
+        None also when the server closed the connection (see closed_by_server).
+        """
+        deadline = time.monotonic() + timeout
+        while b"\n" not in self.buffer:
+            if self.closed_by_server or not self._receive_some(deadline):
+                return None
+        raw, _, rest = bytes(self.buffer).partition(b"\n")
+        self.buffer = bytearray(rest)
+        line = raw.decode("utf-8", "backslashreplace")
+        self.lines.append(line)
+        self.story.add(self.name, f"received the line {line!r}")
+        return line
+
+    def expect_line(self, expected, timeout=DEFAULT_WAIT, hint=None):
+        """The next line must be `expected`."""
+        got = self.read_line(timeout)
+        if got == expected:
+            return got
+        if got is None:
+            self._fail_missing(f"the line {expected!r}", timeout, hint)
+        cause = hint or likely_cause(expected, got)
+        self._fail(f"{self.name} expected the line {show(expected)}\n"
+                   f"{self.name} received the line {show(got)}",
+                   cause)
+
+    def expect_lines(self, expected, timeout=DEFAULT_WAIT, hint=None, ordered=True):
+        """The next len(expected) lines must be these (in this order, unless ordered=False).
+
+        The deadline covers all of them, so a slow but correct server passes.
+        """
+        expected = list(expected)
+        got = []
+        deadline = time.monotonic() + timeout
+        while len(got) < len(expected):
+            line = self.read_line(max(0.0, deadline - time.monotonic()))
+            if line is None:
+                missing = _missing(expected, got, ordered)
+                self._fail_missing(f"{len(expected)} lines; {len(got)} arrived, still missing "
+                                   f"{show(missing, 200)}", timeout, hint)
+            got.append(line)
+            if ordered and line != expected[len(got) - 1]:
+                want = expected[len(got) - 1]
+                self._fail(f"{self.name} expected line {len(got)} of {len(expected)} to be {show(want)}\n"
+                           f"{self.name} received {show(line)}",
+                           hint or likely_cause(want, line) or _order_hint(expected, line))
+        if not ordered and sorted(got) != sorted(expected):
+            self._fail(f"{self.name} expected these lines, in any order: {show(sorted(expected), 300)}\n"
+                       f"{self.name} received: {show(got, 300)}",
+                       hint or "A line is missing, extra, or changed.")
+        return got
+
+    def collect_until(self, predicate, count, timeout, what):
+        """Read lines until `count` lines satisfying predicate have arrived; return all read.
+
+        For many messages from many senders: waits for the whole expected set with
+        one generous deadline, never stopping at a quiet gap.
+        """
+        got = []
+        matching = 0
+        deadline = time.monotonic() + timeout
+        while matching < count:
+            line = self.read_line(max(0.0, deadline - time.monotonic()))
+            if line is None:
+                return got
+            got.append(line)
+            if predicate(line):
+                matching += 1
+        return got
+
+    def expect_no_more(self, window=0.3, hint=None):
+        """Nothing more may arrive within `window` seconds (use after a sync point)."""
+        if self.buffer:
+            self._fail_extra(bytes(self.buffer), hint)
+        self._receive_some(time.monotonic() + window)
+        if self.buffer:
+            # Give the rest of the unexpected data a moment, to show it whole.
+            self._receive_some(time.monotonic() + 0.05)
+            self._fail_extra(bytes(self.buffer), hint)
+        self.story.add(self.name, f"received nothing more (waited {window} s)")
+
+    def expect_closed(self, timeout=DEFAULT_WAIT, hint=None):
+        """The server must close this connection (any unread lines are ignored)."""
+        deadline = time.monotonic() + timeout
+        while not self.closed_by_server:
+            self.buffer.clear()
+            if not self._receive_some(deadline) and not self.closed_by_server:
+                self._fail(f"{self.name} expected the server to close the connection within {timeout} s,\n"
+                           f"but it stayed open.", hint)
+        self.story.add(self.name, "saw the server close the connection")
+
+    # ---- failure messages -------------------------------------------------
+
+    def _fail_missing(self, what, timeout, hint):
+        partial = bytes(self.buffer)
+        if self.closed_by_server:
+            head = f"{self.name} expected {what}, but the server closed the connection."
+            cause = hint or "The server closed this client's connection. Did it crash in that client's thread?"
+        elif partial:
+            head = (f"{self.name} expected {what}.\n"
+                    f"{self.name} received {show(partial)} but no newline after it within {timeout} s.")
+            cause = hint or "Every line must end with '\\n'; the receiver waits for it."
+        else:
+            head = f"{self.name} expected {what}.\nNo response within {timeout} s."
+            cause = hint
+        self._fail(head, cause)
+
+    def _fail_extra(self, data, hint):
+        self._fail(f"{self.name} expected nothing more, but received {show(data, 200)}",
+                   hint or "The server sent something it should not have: an extra line, or a line twice?")
+
+    def _fail(self, head, cause=None):
+        parts = [head]
+        if cause:
+            parts.append(f"Likely cause: {cause}")
+        parts.append("What the test did:\n" + self.story.render())
+        server = self.server
+        if server is not None:
+            parts.append(f"{server.describe_exit()} Its standard error:\n{tail(server.stderr)}")
+        fail("\n\n".join(parts))
+
+
+def _missing(expected, got, ordered):
+    if ordered:
+        return expected[len(got):]
+    remaining = list(expected)
+    for line in got:
+        if line in remaining:
+            remaining.remove(line)
+    return remaining
+
+
+def _order_hint(expected, line):
+    if line in expected:
+        return "The right line arrived out of order: lines from one sender must arrive in the order sent."
+    return None

@@ -1,0 +1,251 @@
+"""Run a student's program as a child process, and always clean it up.
+
+A Program reads the child's standard output and standard error on two
+background threads, so a chatty program never blocks on a full pipe, and the
+tests can wait for a line with a deadline. stop() kills the child *and every
+process it started* (its process group on POSIX, its process tree on Windows).
+"""
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+IS_WINDOWS = sys.platform == "win32"
+STARTED_LINE = re.compile(r"^Server started on (?P<host>\S+):(?P<port>\d+)\s*$")
+NOISE_DIR = Path(__file__).resolve().parent.parent / "noise"
+
+# How long a program may take to print its first line. Generous, because a
+# server run under scheduling noise starts slowly; a program that exits early
+# is reported at once, without waiting for this.
+START_DEADLINE = 15.0
+
+
+def fail(message):
+    """Fail the current test with a message written for students (no traceback)."""
+    pytest.fail(message, pytrace=False)
+
+
+def tail(text, lines=25):
+    """The last few lines of a program's output, indented for a report."""
+    kept = text.rstrip("\n").splitlines()[-lines:]
+    if not kept:
+        return "    (nothing)"
+    return "\n".join("    " + line for line in kept)
+
+
+class Program:
+    """A child process whose output is collected line by line."""
+
+    def __init__(self, path, args=(), env=None, stdin=False, noise=False, label="program"):
+        self.path = Path(path)
+        self.label = label
+        if not self.path.is_file():
+            fail(f"There is no file {self.path}.\n"
+                 f"Is the stage folder complete? (--impl chooses which folder is graded.)")
+        env = dict(os.environ if env is None else env)
+        env["PYTHONIOENCODING"] = "utf-8"
+        if noise:
+            # A sitecustomize.py on PYTHONPATH runs before the program does.
+            # It makes threads switch very often and sleeps a little around
+            # socket calls, so that races show up on nearly every run.
+            env["PYTHONPATH"] = os.pathsep.join(
+                p for p in (str(NOISE_DIR), env.get("PYTHONPATH", "")) if p)
+        options = {}
+        if IS_WINDOWS:
+            options["creationflags"] = subprocess.CREATE_NEW_PROCESS_GROUP
+        else:
+            options["start_new_session"] = True  # its own process group
+        self.command = [sys.executable, str(self.path), *map(str, args)]
+        self.proc = subprocess.Popen(
+            self.command,
+            cwd=str(self.path.parent),
+            env=env,
+            stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            **options,
+        )
+        self.started_at = time.monotonic()
+        self._changed = threading.Condition()
+        self._stdout = bytearray()
+        self._stderr = bytearray()
+        self._readers = [
+            threading.Thread(target=self._drain, args=(self.proc.stdout, self._stdout), daemon=True),
+            threading.Thread(target=self._drain, args=(self.proc.stderr, self._stderr), daemon=True),
+        ]
+        for reader in self._readers:
+            reader.start()
+
+    # ---- output -----------------------------------------------------------
+
+    def _drain(self, pipe, into):
+        while True:
+            chunk = pipe.read1(65536) if hasattr(pipe, "read1") else pipe.read(1)
+            with self._changed:
+                if chunk:
+                    into.extend(chunk)
+                self._changed.notify_all()
+            if not chunk:
+                return
+
+    @property
+    def stdout(self):
+        with self._changed:
+            return self._stdout.decode("utf-8", "replace")
+
+    @property
+    def stderr(self):
+        with self._changed:
+            return self._stderr.decode("utf-8", "replace")
+
+    def stdout_lines(self):
+        """Complete lines printed so far (a trailing partial line is left out)."""
+        text = self.stdout.replace("\r\n", "\n")
+        return text.split("\n")[:-1]
+
+    def wait_for(self, condition, timeout):
+        """Wait until condition() is true, the program exits, or the deadline; return condition()."""
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while True:
+                result = condition()
+                if result or self.proc.poll() is not None:
+                    return result
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return result
+                self._changed.wait(min(remaining, 0.05))
+
+    # ---- life and death -----------------------------------------------------
+
+    @property
+    def returncode(self):
+        return self.proc.poll()
+
+    def exited(self):
+        return self.proc.poll() is not None
+
+    def wait_exit(self, timeout):
+        """Wait for the program to exit by itself; return its status or None."""
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return None
+
+    def interrupt(self):
+        """Press Ctrl+C: SIGINT to the program (POSIX only)."""
+        if IS_WINDOWS:
+            pytest.skip("SIGINT cannot be sent to a single process on Windows")
+        os.kill(self.proc.pid, signal.SIGINT)
+
+    def cpu_seconds(self):
+        """User + system CPU time the program has used so far (Linux only, else None)."""
+        try:
+            fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return None
+        ticks = int(fields[11]) + int(fields[12])  # utime, stime
+        return ticks / os.sysconf("SC_CLK_TCK")
+
+    def stop(self):
+        """Kill the program and all its children; safe to call twice."""
+        if self.proc.poll() is None:
+            if IS_WINDOWS:
+                subprocess.run(["taskkill", "/F", "/T", "/PID", str(self.proc.pid)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            else:
+                try:
+                    os.killpg(self.proc.pid, signal.SIGKILL)
+                except (ProcessLookupError, PermissionError):
+                    pass
+        elif not IS_WINDOWS:
+            # The program has exited, but a child it started may live on.
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+        try:
+            self.proc.wait(5)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(5)
+        for reader in self._readers:
+            reader.join(2)
+        for pipe in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
+            if pipe:
+                try:
+                    pipe.close()
+                except OSError:
+                    pass
+
+    def describe_exit(self):
+        code = self.proc.poll()
+        if code is None:
+            return f"The {self.label} is still running."
+        return f"The {self.label} exited with status {code}."
+
+    def report(self):
+        """What the program printed, for a failure message."""
+        return (f"{self.describe_exit()}\n"
+                f"  Its standard output:\n{tail(self.stdout)}\n"
+                f"  Its standard error:\n{tail(self.stderr)}")
+
+
+class Server(Program):
+    """A server program, started with --host 127.0.0.1 --port 0 as the contract says."""
+
+    def __init__(self, path, args=(), env=None, noise=False):
+        super().__init__(path, ["--host", "127.0.0.1", "--port", "0", *args],
+                         env=env, noise=noise, label="server")
+        self.host = "127.0.0.1"
+        self.port = self._read_port()
+
+    @property
+    def address(self):
+        return (self.host, self.port)
+
+    def _read_port(self):
+        lines = self.wait_for(self.stdout_lines, START_DEADLINE)
+        if not lines:
+            if self.exited():
+                fail(f"The server exited before it printed 'Server started on HOST:PORT'.\n"
+                     f"{self.report()}\n{not_done_hint(self.stderr)}")
+            fail(f"The server printed no line within {START_DEADLINE:.0f} s; the contract wants "
+                 f"'Server started on HOST:PORT' as its first line, flushed at once.\n"
+                 f"  Hint: print(..., flush=True) - output to a pipe is buffered otherwise.\n"
+                 f"{self.report()}")
+        match = STARTED_LINE.match(lines[0])
+        if not match:
+            fail(f"The server's first line should be 'Server started on HOST:PORT'.\n"
+                 f"  It printed: {lines[0]!r}\n{self.report()}")
+        return int(match.group("port"))
+
+    def has_traceback(self):
+        return "Traceback (most recent call last)" in self.stderr
+
+    def assert_no_traceback(self, what="the test"):
+        if self.has_traceback():
+            fail(f"The server printed a traceback during {what}; the contract says it never does,\n"
+                 f"whatever clients do. Catch the error where it happens, and clean up that client.\n"
+                 f"  Its standard error:\n{tail(self.stderr, 40)}")
+
+    def assert_running(self, what="the test"):
+        if self.exited():
+            fail(f"The server stopped during {what}.\n{self.report()}")
+
+
+def not_done_hint(stderr):
+    if "NotImplementedError" in stderr:
+        return "  This part of the stage is not done yet: fill in the function named in the error."
+    if "Address already in use" in stderr:
+        return "  Hint: bind to the --port you were given (the tests pass --port 0)."
+    if "unrecognized arguments" in stderr or "usage:" in stderr:
+        return "  Hint: the server must accept --host HOST and --port PORT."
+    return ""
