@@ -1,13 +1,87 @@
-"""Stage 01_echo: an echo server, one client at a time."""
+"""Stage 01_echo: an echo server, one client at a time (CONTRACT section 3)."""
 
-import os
+import random
+import threading
 
 import pytest
+
+ONE_MB = 1024 * 1024
+
+
+def send_in_background(client, data):
+    """Send while the test reads: the echo comes back as we send, and a client
+    that only reads after sending everything could fill both directions' buffers."""
+    sender = threading.Thread(target=client.sock.sendall, args=(data,), daemon=True)
+    sender.start()
+    return sender
 
 
 @pytest.mark.points(2)
 def test_echoes_a_line(server, connect):
     """A line sent comes back unchanged."""
     alice = connect("alice")
-    alice.send(b"hello\n")
-    alice.expect_line("hello")
+    alice.send(b"hello, echo\n")
+    alice.expect_bytes(b"hello, echo\n")
+
+
+@pytest.mark.points(3)
+def test_echoes_one_megabyte_of_binary_data_intact(server, connect):
+    """1 MB of binary data (every byte value) comes back intact and in order."""
+    alice = connect("alice")
+    data = bytes(range(256)) + random.Random(1).randbytes(ONE_MB - 256)
+    sender = send_in_background(alice, data)
+    alice.story.add("alice", f"is sending {len(data)} bytes of binary data (every byte value)")
+    alice.expect_bytes(data, timeout=15, hint=(
+        "Echo the bytes exactly as received: don't decode them as text (binary data is not UTF-8), "
+        "don't add or drop anything, and send every byte (sendall, not send)."))
+    sender.join(5)
+
+
+@pytest.mark.points(2)
+def test_echoes_many_small_sends(server, connect):
+    """Two hundred small sends come back, all of them, in order."""
+    alice = connect("alice")
+    pieces = [f"piece {i};".encode() for i in range(200)]
+    for piece in pieces:
+        alice.sock.sendall(piece)
+    alice.story.add("alice", f"sent {len(pieces)} small pieces, one send() each")
+    alice.expect_bytes(b"".join(pieces), timeout=5)
+
+
+@pytest.mark.points(2)
+def test_closes_the_connection_when_the_client_closes(server, connect):
+    """When the client closes its side, the echo ends and the server closes too."""
+    alice = connect("alice")
+    alice.send(b"last words")
+    alice.half_close()
+    alice.expect_bytes(b"last words")
+    alice.expect_closed(hint=(
+        "recv() returns b'' when the client has closed its side. Stop the loop then and close "
+        "the connection; a loop that keeps calling recv() spins forever."))
+
+
+@pytest.mark.points(3)
+def test_serves_the_next_client_after_one_closes(server, connect):
+    """A second client waits its turn and is served once the first closes."""
+    alice = connect("alice")
+    alice.send(b"alice first\n")
+    alice.expect_bytes(b"alice first\n")
+    bob = connect("bob")  # waits in the listen queue while alice is served
+    bob.send(b"bob next\n")
+    alice.close()
+    bob.expect_bytes(b"bob next\n", timeout=3, hint=(
+        "After one client closes, go back to accept() for the next: accept in a loop."))
+
+
+@pytest.mark.points(1)
+def test_survives_a_client_that_resets(server, connect):
+    """A client that aborts (RST) does not stop the server."""
+    alice = connect("alice")
+    alice.send(b"about to vanish")
+    alice.expect_bytes(b"about to vanish")
+    alice.reset()
+    bob = connect("bob")
+    bob.send(b"still there?\n")
+    bob.expect_bytes(b"still there?\n", timeout=3, hint=(
+        "A reset connection makes recv() or send() raise ConnectionResetError. Catch it, close "
+        "that connection and serve the next client."))

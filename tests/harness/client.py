@@ -101,9 +101,12 @@ class Client:
         """Send bytes exactly as given (they may arrive split or joined)."""
         try:
             self.sock.sendall(data)
-        except OSError as error:
-            self._fail(f"{self.name} could not send {show(data)}: {error}\n"
-                       f"  The server has probably closed or reset this connection.")
+            error = None
+        except OSError as caught:
+            error = caught
+        if error is not None:  # failed outside the except block: no chained traceback
+            self._fail(f"{self.name} could not send {show(data)}: {error}",
+                       "The server has closed or reset this connection.")
         self.story.add(self.name, note or f"sent {show(data)}")
 
     def send_line(self, text):
@@ -112,10 +115,12 @@ class Client:
     def send_slowly(self, data, pause=0.02):
         """Send one byte at a time, pausing, so each byte travels on its own."""
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        note = f"sent {show(data)} one byte at a time"
         for i in range(len(data)):
-            self.sock.sendall(data[i:i + 1])
+            self.send(data[i:i + 1], note=f"sent byte {i + 1} of {len(data)}: {show(data[i:i + 1])}")
+            self.story.steps.pop()  # one step for the whole send, below
             time.sleep(pause)
-        self.story.add(self.name, f"sent {show(data)} one byte at a time")
+        self.story.add(self.name, note)
 
     def half_close(self):
         """Say 'no more data' (FIN) but keep reading: shutdown(SHUT_WR)."""
@@ -171,6 +176,33 @@ class Client:
             self._fail(f"The server stopped while {self.name} was waiting for a reply.")
         if "NotImplementedError" in server.stderr:
             self._fail(f"The server raised NotImplementedError: this part is not done yet.")
+
+    def receive_bytes(self, count, timeout=DEFAULT_WAIT):
+        """Return up to `count` bytes: fewer only if the deadline passed or the server closed."""
+        deadline = time.monotonic() + timeout
+        while len(self.buffer) < count:
+            if self.closed_by_server or not self._receive_some(deadline):
+                break
+        data = bytes(self.buffer[:count])
+        del self.buffer[:count]
+        self.story.add(self.name, f"received {len(data)} bytes")
+        return data
+
+    def expect_bytes(self, expected, timeout=DEFAULT_WAIT, hint=None):
+        """The next bytes must be exactly `expected` (binary-safe; shows where they differ)."""
+        got = self.receive_bytes(len(expected), timeout)
+        if got == expected:
+            return got
+        same = next((i for i, (a, b) in enumerate(zip(got, expected)) if a != b), min(len(got), len(expected)))
+        if len(got) < len(expected) and same == len(got):
+            ending = "the server closed the connection" if self.closed_by_server else f"nothing more came within {timeout} s"
+            head = (f"{self.name} expected {len(expected)} bytes back but received only {len(got)};\n"
+                    f"then {ending}. The bytes that did arrive were right.")
+        else:
+            head = (f"{self.name} expected {len(expected)} bytes; they differ from byte {same} on.\n"
+                    f"  expected: {show(expected[same:same + 40])}\n"
+                    f"  received: {show(got[same:same + 40])}")
+        self._fail(head, hint)
 
     def read_line(self, timeout=DEFAULT_WAIT, waiting_for=None):
         """Return the next line as text (without its '\\n'), or None if none came in time.
@@ -249,6 +281,9 @@ class Client:
         if self.buffer:
             self._fail_extra(bytes(self.buffer), hint)
         self._receive_some(time.monotonic() + window)
+        if self.closed_by_server:
+            self._fail(f"{self.name} expected the connection to stay open, "
+                       f"but the server closed it.", "Did the server crash in this client's thread?")
         if self.buffer:
             # Give the rest of the unexpected data a moment, to show it whole.
             self._receive_some(time.monotonic() + 0.05)
@@ -286,11 +321,15 @@ class Client:
                    hint or "The server sent something it should not have: an extra line, or a line twice?")
 
     def _fail(self, head, cause=None):
+        server = self.server
+        if server is not None:
+            server.settle(0.3 if self.closed_by_server else 0.0)
+        if server is not None and "NotImplementedError" in server.stderr:
+            cause = "This part of the stage is not done yet: the server raised NotImplementedError (below)."
         parts = [head]
         if cause:
             parts.append(f"Likely cause: {cause}")
         parts.append("What the test did:\n" + self.story.render())
-        server = self.server
         if server is not None:
             parts.append(f"{server.describe_exit()} Its standard error:\n{tail(server.stderr)}")
         fail("\n\n".join(parts))

@@ -139,6 +139,15 @@ class Program:
         except subprocess.TimeoutExpired:
             return None
 
+    def settle(self, grace=0.3):
+        """Before reporting: let a crashing program finish exiting and its output arrive."""
+        if "Traceback (most recent call last)" in self.stderr:
+            grace = max(grace, 0.3)
+        if self.wait_exit(grace) is None:
+            return  # still running: its output so far is all there is
+        for reader in self._readers:
+            reader.join(0.5)
+
     def interrupt(self):
         """Press Ctrl+C: SIGINT to the program (POSIX only)."""
         if IS_WINDOWS:
@@ -223,6 +232,7 @@ class Server(Program):
                  f"{self.report()}")
         match = STARTED_LINE.match(lines[0])
         if not match:
+            self.settle(0.3)  # it may be about to crash: show why
             fail(f"The server's first line should be 'Server started on HOST:PORT'.\n"
                  f"  It printed: {lines[0]!r}\n{self.report()}")
         return int(match.group("port"))

@@ -1,0 +1,107 @@
+"""Stage 02_lines: a line protocol over a byte stream (CONTRACT section 3).
+
+Each UTF-8 line ending in "\\n" comes back in upper case, however its bytes
+were split or joined in transit.
+"""
+
+import pytest
+
+CHUNK_AS_LINE = ("Each recv() returns whatever bytes have arrived so far: part of a line, or several "
+                 "lines. Keep the bytes in a buffer and reply only when a '\\n' completes a line.")
+
+
+@pytest.mark.points(2)
+def test_replies_to_a_line_in_upper_case(server, connect):
+    """A line comes back in upper case, ending in a newline."""
+    alice = connect("alice")
+    alice.send_line("hello, lines")
+    alice.expect_line("HELLO, LINES")
+    alice.expect_no_more(window=0.2)
+
+
+@pytest.mark.points(2)
+def test_waits_for_the_end_of_the_line(server, connect):
+    """Half a line gets no reply until its newline arrives."""
+    alice = connect("alice")
+    alice.send(b"not fini")
+    alice.expect_no_more(window=0.3, hint="The server replied before the line was complete. " + CHUNK_AS_LINE)
+    alice.send(b"shed yet\n")
+    alice.expect_line("NOT FINISHED YET", hint=CHUNK_AS_LINE)
+
+
+@pytest.mark.points(2)
+def test_line_sent_one_byte_at_a_time(server, connect):
+    """A line whose bytes arrive one by one is answered once, whole."""
+    alice = connect("alice")
+    alice.send_slowly(b"split me up\n", pause=0.01)
+    alice.expect_line("SPLIT ME UP", hint=CHUNK_AS_LINE)
+    alice.expect_no_more(window=0.2)
+
+
+@pytest.mark.points(2)
+def test_several_lines_in_one_packet(server, connect):
+    """Three lines sent in one packet get three replies, in order."""
+    alice = connect("alice")
+    alice.send(b"one\ntwo\nthree\n")
+    alice.expect_lines(["ONE", "TWO", "THREE"], hint=CHUNK_AS_LINE)
+    alice.expect_no_more(window=0.2)
+
+
+@pytest.mark.points(2)
+def test_multibyte_character_split_across_packets(server, connect):
+    """A UTF-8 character cut in two between packets arrives whole."""
+    alice = connect("alice")
+    data = "d\u00e9j\u00e0 vu \u2713\n".encode("utf-8")  # "déjà vu ✓"
+    cut = data.index("\u00e9".encode("utf-8")) + 1           # between the two bytes of "é"
+    alice.send(data[:cut])
+    alice.expect_no_more(window=0.2, hint="The server replied before the line was complete. " + CHUNK_AS_LINE)
+    alice.send(data[cut:])
+    alice.expect_line("D\u00c9J\u00c0 VU \u2713", hint=(
+        "A multi-byte character can be cut between two recv() calls, and decoding half of it fails "
+        "or gives '\\ufffd'. Split the bytes into lines first, then decode each whole line."))
+
+
+@pytest.mark.points(1)
+def test_crlf_line_ending(server, connect):
+    """A line ending in "\\r\\n" (as telnet sends) is answered without the "\\r"."""
+    alice = connect("alice")
+    alice.send(b"from telnet\r\n")
+    alice.expect_line("FROM TELNET")
+
+
+@pytest.mark.points(1)
+def test_empty_line(server, connect):
+    """An empty line is a line too: it gets an empty reply."""
+    alice = connect("alice")
+    alice.send(b"\nafter\n")
+    alice.expect_lines(["", "AFTER"])
+
+
+@pytest.mark.points(2)
+def test_line_far_longer_than_one_recv(server, connect):
+    """A 200 kB line arrives in many recv() calls and is answered as one line."""
+    alice = connect("alice")
+    text = "abcdefghij" * 20_000
+    alice.send((text + "\n").encode(), note=f"sent one line of {len(text)} characters")
+    alice.expect_line(text.upper(), timeout=10, hint=CHUNK_AS_LINE)
+
+
+@pytest.mark.points(1)
+def test_many_lines_answered_in_order(server, connect):
+    """A thousand lines sent at once come back, each once, in order."""
+    alice = connect("alice")
+    lines = [f"line {i}" for i in range(1000)]
+    alice.send(("\n".join(lines) + "\n").encode(), note="sent 1000 lines in one sendall()")
+    alice.expect_lines([line.upper() for line in lines], timeout=10)
+
+
+@pytest.mark.points(1)
+def test_serves_the_next_client_after_one_closes(server, connect):
+    """After a client closes, the next one is served."""
+    alice = connect("alice")
+    alice.send_line("first")
+    alice.expect_line("FIRST")
+    bob = connect("bob")
+    bob.send_line("second")
+    alice.close()
+    bob.expect_line("SECOND", timeout=3, hint="After one client closes, go back to accept() for the next.")
