@@ -1,0 +1,152 @@
+"""The course checks itself (run by: python -m pytest --impl solutions).
+
+- every stage folder is complete: instructions, starter, solution, tests;
+- every graded test carries points;
+- every starter fails its stage's tests (nothing is solved already);
+- every buggy variant in tests/variants/ fails each test aimed at it.
+
+Stages and variants are discovered from the folders, so a stage or a variant
+added later is checked without editing this file.
+"""
+
+import ast
+import json
+import subprocess
+import sys
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+TESTS = ROOT / "tests"
+VARIANTS = TESTS / "variants"
+PROGRAMS = ("server.py", "client.py")
+RUN_DEADLINE = 300  # seconds for one inner pytest run; far above what any takes
+
+pytestmark = pytest.mark.selfcheck
+
+
+def stage_names():
+    names = {p.name for base in ("stages", "solutions") for p in (ROOT / base).iterdir() if p.is_dir()}
+    return sorted(name for name in names if name[:2].isdigit())
+
+
+def stage_test_files(stage):
+    return sorted(TESTS.glob(f"test_{stage[:2]}_*.py"))
+
+
+def variant_folders():
+    return sorted(p.parent for p in VARIANTS.glob("*/variant.json"))
+
+
+# ---- running the graded tests on something else, in a child pytest -----------
+
+def run_graded(test_files, impl, select=None, stop_at_first_failure=False):
+    """Run the graded tests on `impl` in a child pytest; return its results.json."""
+    with tempfile.TemporaryDirectory() as scratch:
+        results = Path(scratch) / "results.json"
+        command = [sys.executable, "-m", "pytest", *map(str, test_files), "--impl", str(impl),
+                   "--grade-json", str(results), "-q", "-p", "no:cacheprovider", "-p", "no:randomly"]
+        if select:
+            command += ["-k", " or ".join(select)]
+        if stop_at_first_failure:
+            command.append("-x")
+        finished = subprocess.run(command, cwd=ROOT, capture_output=True, text=True,
+                                  timeout=RUN_DEADLINE, stdin=subprocess.DEVNULL)
+        if not results.exists():
+            pytest.fail(f"The child pytest wrote no results (status {finished.returncode}):\n"
+                        f"{finished.stdout[-3000:]}\n{finished.stderr[-3000:]}", pytrace=False)
+        report = json.loads(results.read_text(encoding="utf-8"))
+        report["pytest_output"] = finished.stdout[-4000:]
+        return report
+
+
+def status_of(report, test_name):
+    """'passed' / 'failed' for a test function name in a results.json, or None if it did not run."""
+    for test in report["tests"]:
+        name = test["name"].split(": ", 1)[1].split(" - ", 1)[0]
+        if name.split("[", 1)[0] == test_name:
+            return test["status"]
+    return None
+
+
+@pytest.fixture(scope="module")
+def child_runs():
+    """Runs the starter and variant checks two at a time (they mostly wait on sockets)."""
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        jobs = {}
+        for stage in stage_names():
+            jobs[("starter", stage)] = pool.submit(
+                run_graded, stage_test_files(stage), ROOT / "stages", stop_at_first_failure=True)
+        for folder in variant_folders():
+            spec = read_variant(folder)
+            jobs[("variant", folder.name)] = pool.submit(
+                run_graded, stage_test_files(spec["stage"]), folder, select=spec["caught_by"])
+        yield jobs
+        for job in jobs.values():
+            job.cancel()
+
+
+def read_variant(folder):
+    return json.loads((folder / "variant.json").read_text(encoding="utf-8"))
+
+
+# ---- the checks -----------------------------------------------------------------
+
+@pytest.mark.parametrize("stage", stage_names())
+def test_stage_is_complete(stage):
+    """A stage has instructions, a starter, a solution with the same files, and graded tests."""
+    starter, solution = ROOT / "stages" / stage, ROOT / "solutions" / stage
+    for folder in (starter, solution):
+        assert (folder / "README.md").is_file(), f"{folder} has no README.md"
+        assert any((folder / program).is_file() for program in PROGRAMS), \
+            f"{folder} has no server.py or client.py"
+    starter_files = {p.name for p in starter.iterdir() if p.suffix == ".py"}
+    solution_files = {p.name for p in solution.iterdir() if p.suffix == ".py"}
+    assert starter_files == solution_files, \
+        f"stages/{stage} has {sorted(starter_files)} but solutions/{stage} has {sorted(solution_files)}"
+    assert stage_test_files(stage), f"no tests/test_{stage[:2]}_*.py grades {stage}"
+
+
+@pytest.mark.parametrize("test_file", sorted(TESTS.glob("test_[0-9][0-9]_*.py")), ids=lambda p: p.name)
+def test_every_graded_test_has_points_and_a_description(test_file):
+    """Each test in a stage's file carries @pytest.mark.points(N) and a docstring."""
+    tree = ast.parse(test_file.read_text(encoding="utf-8"))
+    problems = []
+    for node in tree.body:
+        if isinstance(node, ast.FunctionDef) and node.name.startswith("test_"):
+            marks = [ast.unparse(d) for d in node.decorator_list]
+            if not any("mark.points" in m for m in marks):
+                problems.append(f"{node.name} has no @pytest.mark.points(N)")
+            if not ast.get_docstring(node):
+                problems.append(f"{node.name} has no docstring (it names the test in results.json)")
+    assert not problems, "\n".join(problems)
+
+
+@pytest.mark.parametrize("stage", stage_names())
+def test_starter_fails_its_stage(stage, child_runs):
+    """The untouched starter does not pass its stage: there is work to do."""
+    report = child_runs[("starter", stage)].result()
+    possible = sum(test["max_score"] for test in report["tests"])
+    assert report["tests"], f"no graded test ran against stages/{stage}:\n{report['pytest_output']}"
+    assert report["score"] < possible, (
+        f"stages/{stage} already passes its tests: the starter should leave work to do.\n"
+        f"(If you solved this stage in your own copy, this check is for the course's maintainers.)")
+
+
+@pytest.mark.parametrize("variant", [f.name for f in variant_folders()])
+def test_variant_is_caught(variant, child_runs):
+    """A buggy variant of a solution fails every test aimed at its bug."""
+    folder = VARIANTS / variant
+    spec = read_variant(folder)
+    assert (folder / spec["stage"]).is_dir(), f"{folder} has no {spec['stage']}/ folder"
+    assert spec["caught_by"], f"{variant}/variant.json lists no tests in caught_by"
+    report = child_runs[("variant", variant)].result()
+    missed = {name: status_of(report, name) for name in spec["caught_by"]}
+    missed = {name: status for name, status in missed.items() if status != "failed"}
+    assert not missed, (
+        f"Variant {variant} ({spec['bug']}) was not caught by: "
+        + ", ".join(f"{name} ({status or 'did not run: no such test?'})" for name, status in missed.items())
+        + f"\n{report['pytest_output']}")
