@@ -5,6 +5,7 @@
     python -m pytest --impl PATH          grades any folder laid out like stages/
     python -m pytest ... --grade-json results.json   also writes Gradescope's format
 
+The options themselves are declared in the repository's top conftest.py.
 Each graded test carries points: @pytest.mark.points(N). A test's stage is
 the name of its file: tests/test_04_broadcast.py grades stages/04_broadcast/.
 """
@@ -24,15 +25,6 @@ STAGE_FILE = re.compile(r"^test_(\d\d)_[a-z0-9_]*\.py$")
 NAMED_IMPLS = {"stages": ROOT / "stages", "solutions": ROOT / "solutions"}
 
 GRADES = pytest.StashKey()
-
-
-def pytest_addoption(parser):
-    group = parser.getgroup("threaded chat")
-    group.addoption("--impl", default="stages", metavar="WHAT",
-                    help="what to grade: 'stages' (default, your work), 'solutions', "
-                         "or a path to a folder laid out like stages/")
-    group.addoption("--grade-json", default=None, metavar="FILE",
-                    help="also write the grades as a Gradescope results.json")
 
 
 def impl_root(config):
@@ -57,8 +49,11 @@ def stage_of(path):
     if not match:
         return None
     number = match.group(1)
-    for folder in sorted((ROOT / "solutions").glob(f"{number}_*")):
-        return folder.name
+    # solutions/ names the stages; a student's copy without it (a classroom template) has stages/.
+    for parent in ("solutions", "stages"):
+        for folder in sorted((ROOT / parent).glob(f"{number}_*")):
+            if folder.is_dir():
+                return folder.name
     return None
 
 
@@ -211,6 +206,8 @@ class Grades:
     def by_stage(self):
         stages = {}
         for record in self.tests.values():
+            if record["status"] == "not run":
+                continue  # deselected, or the run stopped before it
             row = stages.setdefault(record["stage"], {"earned": 0.0, "possible": 0.0,
                                                        "passed": 0, "tests": 0, "skipped": 0})
             if record["status"] == "skipped":
@@ -260,15 +257,15 @@ class Grades:
         rows = self.by_stage()
         if not rows:
             return ""
-        lines = [f"{'stage':<16}{'points':>12}   tests passed"]
+        lines = [f"{'stage':<16}{'points':^13}  tests passed"]
         total_earned = total_possible = 0.0
         for stage, row in rows.items():
             skipped = f"  ({row['skipped']} skipped)" if row["skipped"] else ""
-            lines.append(f"{stage:<16}{_num(row['earned']):>5} / {_num(row['possible']):<4}"
-                         f"   {row['passed']}/{row['tests']}{skipped}")
+            lines.append(f"{stage:<16}{_num(row['earned']):>5} / {_num(row['possible']):<5}"
+                         f"  {row['passed']}/{row['tests']}{skipped}")
             total_earned += row["earned"]
             total_possible += row["possible"]
-        lines.append(f"{'total':<16}{_num(total_earned):>5} / {_num(total_possible):<4}")
+        lines.append(f"{'total':<16}{_num(total_earned):>5} / {_num(total_possible):<5}")
         return "\n".join(lines)
 
 
@@ -308,7 +305,7 @@ def pytest_sessionfinish(session):
 def pytest_terminal_summary(terminalreporter, config):
     grades = config.stash[GRADES]
     text = grades.scoreboard_text()
-    if not text:
+    if not text or config.option.collectonly:
         return
     terminalreporter.section("scoreboard")
     terminalreporter.write_line(f"graded: {impl_root(config)}")
