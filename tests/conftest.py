@@ -62,6 +62,8 @@ def pytest_configure(config):
     if not root.is_dir():
         raise pytest.UsageError(f"--impl {config.getoption('--impl')}: no folder {root}")
     config.stash[GRADES] = Grades(config.getoption("--grade-json"))
+    # The per-test hooks below get no config argument: remember it here.
+    _CONFIG[:] = [config]
 
 
 # ---- what is graded ---------------------------------------------------------
@@ -274,7 +276,6 @@ def _num(value):
 
 
 def pytest_runtest_logstart(nodeid, location):
-    # pytest has no config argument here; the plugin manager finds it via the session.
     _grades().start(nodeid)
 
 
@@ -286,12 +287,7 @@ def pytest_runtest_logfinish(nodeid, location):
     _grades().finish(nodeid)
 
 
-_CONFIG = []
-
-
-@pytest.hookimpl(tryfirst=True)
-def pytest_sessionstart(session):
-    _CONFIG[:] = [session.config]
+_CONFIG = []  # set by pytest_configure
 
 
 def _grades():
