@@ -12,6 +12,7 @@ the name of its file: tests/test_04_broadcast.py grades stages/04_broadcast/.
 
 import json
 import re
+import signal
 import time
 from pathlib import Path
 
@@ -62,8 +63,22 @@ def pytest_configure(config):
     if not root.is_dir():
         raise pytest.UsageError(f"--impl {config.getoption('--impl')}: no folder {root}")
     config.stash[GRADES] = Grades(config.getoption("--grade-json"))
+    restore_ctrl_c()
     # The per-test hooks below get no config argument: remember it here.
     _CONFIG[:] = [config]
+
+
+def restore_ctrl_c():
+    """Let the programs under test receive Ctrl+C (SIGINT), even in CI.
+
+    A shell starts background jobs with SIGINT ignored, and an ignored signal
+    stays ignored in every child: a server started from such a run could not
+    be stopped with Ctrl+C, and stage 08's test of it would fail a correct
+    server. Python's own handler is reset to the default at exec(), so
+    installing it here gives every child the default behaviour.
+    """
+    if hasattr(signal, "SIGINT") and signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 # ---- what is graded ---------------------------------------------------------

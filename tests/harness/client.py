@@ -175,7 +175,7 @@ class Client:
         if server.exited():
             self._fail(f"The server stopped while {self.name} was waiting for a reply.")
         if "NotImplementedError" in server.stderr:
-            self._fail(f"The server raised NotImplementedError: this part is not done yet.")
+            self._fail("The server raised NotImplementedError: this part is not done yet.")
 
     def receive_bytes(self, count, timeout=DEFAULT_WAIT):
         """Return up to `count` bytes: fewer only if the deadline passed or the server closed."""
