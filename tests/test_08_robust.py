@@ -1,0 +1,509 @@
+"""Stage 08_robust: the chat server hardened (CONTRACT section 4, the list for 08).
+
+Limits (--max-users, usernames, --max-line with bounded memory, --handshake-timeout),
+bad input (invalid UTF-8, control characters), slow readers, Ctrl+C, 200 users,
+and the join/leave churn of stage 06, which must still hold.
+"""
+
+import select
+import socket
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from harness.churn import first_join_line, join, join_all, run_churn
+from harness.process import fail
+# Stage 06's churn test, run as it is against this stage's server (imported under a
+# name that pytest does not collect, so it is not run twice).
+from test_06_races import test_churn_every_message_exactly_once as churn_test_of_stage_06
+
+# How long a student's server may stall the others before it gives up on a
+# client that stopped reading (the README asks for "a few seconds", at most 5).
+STUCK_GRACE = 5.0
+
+
+# ---- helpers ------------------------------------------------------------------
+
+def expect_refused(client, why, timeout=2.0):
+    """The server sends `client` one line starting with 'Error:', then closes the connection."""
+    line = client.read_line(timeout)
+    if line is None or not line.startswith("Error:"):
+        got = "nothing" if line is None else repr(line)
+        closed = " and the server closed the connection" if client.closed_by_server else ""
+        client._fail(f"{client.name} expected a line starting with 'Error:' ({why}).\n"
+                     f"{client.name} received {got}{closed}.",
+                     f"The contract says: {why}: one 'Error: ...' line, then disconnect. "
+                     f"Send the line before you close, and end it with '\\n'.")
+    client.expect_closed(timeout, hint=f"After the Error line ({why}) the server must close the connection.")
+    return line
+
+
+def peak_memory_kb(server):
+    """The server's peak resident memory (VmHWM) in kB, from /proc (Linux only)."""
+    status = Path(f"/proc/{server.proc.pid}/status")
+    for line in status.read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    pytest.skip("this system's /proc shows no VmHWM")
+
+
+class Drain(threading.Thread):
+    """Reads a test client's socket in the background, counting its lines cheaply.
+
+    For big transfers: lines are split in bulk, never one Python string per
+    recv(). `pause` makes it a slow (but steady) reader.
+    """
+
+    def __init__(self, client, chunk=65536, pause=0.0):
+        super().__init__(daemon=True)
+        self.client = client
+        self.chunk = chunk
+        self.pause = pause
+        self.counts = {}        # line prefix (text before the first ' ') -> lines seen
+        self.disorder = []      # lines that arrived out of their sender's order
+        self.others = []        # lines that are not numbered chat lines
+        self.received = 0       # bytes
+        self.closed = False
+        self.error = None
+        self.stop = threading.Event()
+        self.changed = threading.Condition()
+        self._rest = b""
+
+    def run(self):
+        sock = self.client.sock
+        try:
+            while not self.stop.is_set():
+                # select(), not a socket timeout: another thread may be sending on this
+                # socket, and a timeout would apply to its sendall() too.
+                readable, _, _ = select.select([sock], [], [], 0.1)
+                if not readable:
+                    continue
+                try:
+                    data = sock.recv(self.chunk)
+                except (ConnectionResetError, ConnectionAbortedError):
+                    data = b""
+                if not data:
+                    self.closed = True
+                    break
+                self.received += len(data)
+                self._count(data)
+                if self.pause:
+                    time.sleep(self.pause)
+        except OSError as error:
+            self.error = error
+        finally:
+            with self.changed:
+                self.closed = self.closed or self.error is not None
+                self.changed.notify_all()
+
+    def _count(self, data):
+        lines = (self._rest + data).split(b"\n")
+        self._rest = lines.pop()
+        with self.changed:
+            for line in lines:
+                head = line[:24].split(b" ", 2)
+                if len(head) >= 2 and head[0].endswith(b":") and head[1].isdigit():
+                    sender = head[0][:-1].decode()
+                    number = int(head[1])
+                    seen = self.counts.get(sender, 0)
+                    if number != seen and len(self.disorder) < 5:
+                        self.disorder.append(f"from {sender}: line number {number} arrived "
+                                             f"where number {seen} was due")
+                    self.counts[sender] = seen + 1
+                elif len(self.others) < 50:
+                    self.others.append(line[:80].decode("utf-8", "replace"))
+            self.changed.notify_all()
+
+    def wait_for(self, senders, lines_each, timeout):
+        """True once `lines_each` lines from every sender arrived (False: deadline or closed)."""
+        deadline = time.monotonic() + timeout
+        with self.changed:
+            while True:
+                if all(self.counts.get(s, 0) >= lines_each for s in senders):
+                    return True
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or self.closed:
+                    return False
+                self.changed.wait(min(remaining, 0.1))
+
+    def finish(self):
+        self.stop.set()
+        self.join(2)
+
+    def summary(self, senders, lines_each):
+        got = ", ".join(f"{self.counts.get(s, 0)} of {lines_each} from {s}" for s in senders)
+        state = "and the server closed its connection" if self.closed else "and its connection is open"
+        return f"{self.client.name} received {got} ({self.received} bytes), {state}."
+
+
+def burst(sender, lines, size):
+    """`lines` numbered chat lines of about `size` bytes, as one bytes object (cheap to build)."""
+    padding = b"x" * (size - 12)
+    return b"".join(b"%06d %s\n" % (number, padding) for number in range(lines))
+
+
+def send_in_threads(clients, payloads):
+    """Each client sends its payload from a thread of its own; returns the threads' errors list."""
+    errors = []
+
+    def send(client, payload):
+        try:
+            client.sock.sendall(payload)
+        except OSError as error:
+            errors.append(f"{client.name} could not send: {error}")
+
+    for client in clients:
+        client.sock.settimeout(None)  # the harness leaves a short timeout on its sockets
+    threads = [threading.Thread(target=send, args=pair, daemon=True) for pair in zip(clients, payloads)]
+    for client, payload in zip(clients, payloads):
+        client.story.add(client.name, f"started sending {len(payload)} bytes of numbered lines")
+    for thread in threads:
+        thread.start()
+    return threads, errors
+
+
+# ---- --max-users ---------------------------------------------------------------
+
+@pytest.mark.points(3)
+def test_max_users_limit(start_server, connect):
+    """With --max-users 3, a fourth user gets an Error line and nobody hears it joined."""
+    start_server("--max-users", "3")
+    alice, bob, carol = join_all(connect, ["alice", "bob", "carol"])
+    dave = join(connect, "dave")
+    expect_refused(dave, "a client beyond --max-users")
+    alice.send_line("who is here?")
+    for client in (bob, carol):
+        client.expect_line("alice: who is here?", hint=(
+            "Only alice's message was due here: did the server announce the refused user?"))
+    bob.send_line("/exit")
+    alice.expect_line("bob exited the chat room")
+    erin = join(connect, "erin")
+    alice.expect_line("erin joined the chat room!", hint=(
+        "bob left, so there is room again: the limit counts the members now in the room."))
+    carol.expect_line("bob exited the chat room")
+    carol.expect_line("erin joined the chat room!")
+    erin.send_line("hi")
+    alice.expect_line("erin: hi")
+
+
+@pytest.mark.points(2)
+def test_max_users_holds_when_many_join_at_once(start_server, connect):
+    """Eight clients joining at once with --max-users 3: exactly three get in."""
+    start_server("--max-users", "3", noise=True)
+    clients = [connect(f"user{i}") for i in range(8)]
+    for client in clients:
+        client.sock.sendall(f"{client.name}\n".encode())
+    clients[0].story.add("the test", "had user0 ... user7 send their names at once")
+    refused, deadline = [], time.monotonic() + 5
+    waiting = list(clients)
+    while len(refused) < 5 and time.monotonic() < deadline:
+        clients[0]._check_server()  # a crashed or unfinished server fails at once
+        for client in list(waiting):
+            if client.buffer or client._receive_some(time.monotonic() + 0.02):
+                line = client.read_line(0.5) or ""
+                if line.startswith("Error:"):
+                    refused.append(client)
+                    waiting.remove(client)
+                # a join line: an admitted member; keep reading
+            elif client.closed_by_server:
+                waiting.remove(client)
+    if len(refused) != 5 or len(waiting) != 3:
+        clients[0]._fail(f"With --max-users 3 and 8 clients, 5 should get an 'Error:' line and 3 stay.\n"
+                         f"{len(refused)} got an Error line; {len(waiting)} were still connected "
+                         f"without one after 5 s.",
+                         "Check the number of members and add the new one under the same lock,\n"
+                         "  in one step: otherwise two threads both see room for one more.")
+    speaker, *listeners = waiting
+    speaker.send_line("we are three")
+    for listener in listeners:
+        listener.collect_until(lambda line: line == f"{speaker.name}: we are three", 1, 5, "the message")
+        if listener.lines[-1] != f"{speaker.name}: we are three":
+            listener._fail(f"{listener.name} expected {speaker.name}'s message",
+                           "The members still connected after the refusals must be able to chat.")
+
+
+# ---- usernames -------------------------------------------------------------------
+
+@pytest.mark.points(3)
+def test_invalid_usernames_refused(server, connect):
+    """Blank names, names over 32 characters, with ':' or a control character are refused."""
+    alice, carol = join_all(connect, ["alice", "carol"])
+    cases = [("blank", "   "), ("empty", ""), ("33 characters", "n" * 33), ("with ':'", "eve: admin"),
+             ("with an escape character", "bad\x1b[31mname"), ("with a NUL", "nul\x00name")]
+    for what, name in cases:
+        client = connect(f"client named {what}")
+        client.send((name + "\n").encode(), note=f"sent the username {name!r}")
+        expect_refused(client, f"a username {what} is refused")
+    join(connect, "bob")
+    alice.expect_line("bob joined the chat room!", hint=(
+        "A refused username must never be announced: bob's join line should be the first to arrive."))
+
+
+@pytest.mark.points(1)
+def test_username_of_32_characters_accepted(server, connect):
+    """A name of exactly 32 characters (non-ASCII counts as one each) is accepted."""
+    alice, bob = join_all(connect, ["alice", "bob"])
+    name = "é" * 32
+    join(connect, name)
+    alice.expect_line(f"{name} joined the chat room!", hint=(
+        "32 characters is allowed; only longer names are refused. Count characters, not bytes."))
+
+
+@pytest.mark.points(2)
+def test_username_in_use_refused(server, connect):
+    """A second client asking for a name in use is refused; the first one is unaffected."""
+    alice, bob = join_all(connect, ["alice", "bob"])
+    impostor = join(connect, "alice")
+    expect_refused(impostor, "a username already in use is refused")
+    alice.send_line("still me")
+    bob.expect_line("alice: still me", hint="Nobody should hear the second alice join.")
+    bob.send_line("hello alice")
+    alice.expect_line("bob: hello alice", hint="The first alice must keep her name and her connection.")
+
+
+# ---- --max-line ------------------------------------------------------------------
+
+@pytest.mark.points(2)
+def test_long_line_refused(start_server, connect):
+    """With --max-line 100: 100 bytes pass, 101 get an Error line and reach nobody."""
+    start_server("--max-line", "100")
+    alice, bob = join_all(connect, ["alice", "bob"])
+    alice.send_line("y" * 100)
+    bob.expect_line("alice: " + "y" * 100, hint="A line of exactly --max-line bytes is allowed.")
+    alice.send_line("z" * 101)
+    line = alice.read_line(2)
+    if line is None or not line.startswith("Error:"):
+        alice._fail(f"alice sent a line of 101 bytes (limit 100) and expected an 'Error:' line.\n"
+                    f"alice received {'nothing' if line is None else repr(line)}.",
+                    "A line longer than --max-line is forwarded to nobody; its sender gets an Error line.")
+    alice.send_line("after")
+    bob.expect_line("alice: after", hint="The long line must reach nobody, and alice stays connected.")
+
+
+@pytest.mark.points(3)
+def test_endless_line_keeps_memory_bounded(server, connect):
+    """24 MB with no newline: the server's memory stays bounded and the line reaches nobody."""
+    if not sys.platform.startswith("linux"):
+        pytest.skip("reads the server's memory use from /proc (Linux only)")
+    alice, bob = join_all(connect, ["alice", "bob"])
+    before = peak_memory_kb(server)
+    chunk = b"m" * 65536
+    alice.sock.settimeout(30)  # the harness leaves a short timeout on its sockets
+    for _ in range(24 * 1024 * 1024 // len(chunk)):
+        alice.sock.sendall(chunk)
+    alice.story.add("alice", "sent 24 MB without a newline")
+    alice.send(b"\nafter\n", note="sent '\\n' then the line 'after'")
+    bob.expect_line("alice: after", timeout=10, hint=(
+        "The 24 MB line is far over --max-line (4096): it must reach nobody, and alice stays connected."))
+    grown_mb = (peak_memory_kb(server) - before) / 1024
+    if grown_mb > 8:
+        fail(f"The server's peak memory grew by {grown_mb:.0f} MB while alice sent 24 MB with no newline.\n"
+             f"Likely cause: the bytes of an unfinished line are kept until its '\\n' arrives. Once the\n"
+             f"  line passes --max-line, throw its bytes away as they arrive, up to the next '\\n'.")
+    line = alice.read_line(2)
+    if line is None or not line.startswith("Error:"):
+        alice._fail(f"alice expected an 'Error:' line about her 24 MB line; received "
+                    f"{'nothing' if line is None else repr(line)}.",
+                    "The sender of a line over --max-line gets an Error line.")
+
+
+# ---- --handshake-timeout -----------------------------------------------------------
+
+@pytest.mark.points(2)
+def test_silent_connection_closed_after_handshake_timeout(start_server, connect):
+    """A connection that sends no username within --handshake-timeout is closed; members are not."""
+    start_server("--handshake-timeout", "0.5")
+    alice, bob = join_all(connect, ["alice", "bob"])
+    mute = connect("mute")
+    mute.expect_closed(timeout=3, hint=(
+        "mute sent nothing for 0.5 s (--handshake-timeout 0.5): close its connection. A recv() with\n"
+        "  a timeout (settimeout) while waiting for the name does it; set it back to None after."))
+    alice.send_line("still here")
+    bob.expect_line("alice: still here", hint=(
+        "The handshake timeout is for the username only: members may stay quiet as long as they like."))
+
+
+@pytest.mark.points(1)
+def test_dribbling_connection_closed_after_handshake_timeout(start_server, connect):
+    """A connection dribbling one byte at a time, never a whole name, is closed in time too."""
+    start_server("--handshake-timeout", "0.5")
+    alice, carol = join_all(connect, ["alice", "carol"])
+    slow = connect("slow")
+    slow.story.add("slow", "sends one byte every 0.1 s, never a newline")
+    deadline = time.monotonic() + 3
+    while time.monotonic() < deadline:
+        try:
+            slow.sock.sendall(b"s")
+        except OSError:
+            break  # closed, as it should be
+        slow.sock.settimeout(0.1)
+        try:
+            if slow.sock.recv(4096) == b"":
+                break
+        except socket.timeout:
+            continue
+        except OSError:
+            break
+    else:
+        slow._fail("slow kept the connection open for 3 s without ever sending a whole name.",
+                   "The timeout is for the whole username, not for each recv(): keep one deadline\n"
+                   "  and give recv() only the time that is left.")
+    join(connect, "bob")
+    alice.expect_line("bob joined the chat room!")
+
+
+# ---- bad input ----------------------------------------------------------------------
+
+@pytest.mark.points(2)
+def test_invalid_utf8_becomes_replacement_characters(server, connect):
+    """Bytes that are not UTF-8 arrive as U+FFFD; the sender stays connected."""
+    alice, bob = join_all(connect, ["alice", "bob"])
+    alice.send(b"caf\xe9 \xff\xfe ok \xe2\x82\n")
+    bob.expect_line("alice: caf\ufffd \ufffd\ufffd ok \ufffd", hint=(
+        "Decode with errors='replace': invalid bytes become U+FFFD instead of raising."))
+    alice.send_line("still here")
+    bob.expect_line("alice: still here", hint="Invalid UTF-8 must never disconnect its sender.")
+
+
+@pytest.mark.points(2)
+def test_control_characters_not_forwarded(server, connect):
+    """Control characters (but tab) are removed from messages; a line of only them is blank."""
+    alice, bob = join_all(connect, ["alice", "bob"])
+    alice.send("a\x00b\x07c\td\x1b[31me\x7f f\x08g\rh\u009bi\n".encode())
+    bob.expect_line("alice: abc\td[31me fghi", hint=(
+        "Remove every control character (unicodedata.category(c) == 'Cc') except tab, keep the rest."))
+    alice.send(b"\x07\x07\x1b\n")
+    alice.send_line("next")
+    bob.expect_line("alice: next", hint="A line of only control characters is blank once they are removed.")
+
+
+# ---- slow readers --------------------------------------------------------------------
+
+LINE_SIZE = 3900  # under the default --max-line of 4096
+
+
+@pytest.mark.points(4)
+def test_stuck_reader_does_not_stall_others(server, connect):
+    """A client that stops reading (small buffer) never stalls 10 MB of chat to the others."""
+    stuck = connect("stuck", rcvbuf=4096)
+    stuck.send_line("stuck")
+    fast = join(connect, "fast")
+    first_join_line(stuck, fast, timeout=2.0)  # the last time stuck ever reads
+    senders = [join(connect, f"s{i}") for i in range(3)]
+    fast.expect_lines([f"{s.name} joined the chat room!" for s in senders], ordered=False)
+    drains = [Drain(client) for client in [fast, *senders]]
+    for drain in drains:
+        drain.start()
+    lines_each = 900  # 3 x 900 x 3.9 kB = 10.5 MB to each reader, far over the loopback buffers
+    threads, errors = send_in_threads(senders, [burst(s, lines_each, LINE_SIZE) for s in senders])
+    names = [s.name for s in senders]
+    started = time.monotonic()
+    try:
+        arrived = drains[0].wait_for(names, lines_each, timeout=STUCK_GRACE + 8)
+        elapsed = time.monotonic() - started
+    finally:
+        for drain in drains:
+            drain.finish()
+    if not arrived or errors:
+        fast._fail(f"{drains[0].summary(names, lines_each)}\n" + "\n".join(errors),
+                   "stuck never reads, so its socket fills up and a plain sendall() to it blocks\n"
+                   "  forever - in the thread of whoever is sending, so everyone waits. Never block\n"
+                   "  for long on one client: queue what its socket won't take, and disconnect it\n"
+                   "  if it stays stuck for a few seconds.")
+    if drains[0].disorder:
+        fast._fail("Lines from one sender arrived out of order:\n  " + "\n  ".join(drains[0].disorder),
+                   "Lines queued for a client must go out before any line sent directly after them.")
+    unexpected = [line for line in drains[0].others if line != "stuck exited the chat room"]
+    if unexpected:
+        fast._fail(f"fast received lines it should not have: {unexpected[:5]}")
+    fast.story.add("fast", f"received all {3 * lines_each} lines in {elapsed:.1f} s")
+
+
+@pytest.mark.points(3)
+def test_slow_reader_in_a_burst_is_not_dropped(server, connect):
+    """A slow but steady reader receives a 6 MB burst in full: it is never disconnected."""
+    slow = connect("slow", rcvbuf=8192)
+    slow.send_line("slow")
+    senders = [join(connect, "s0")]
+    first_join_line(slow, senders[0], timeout=2.0)
+    senders.append(join(connect, "s1"))
+    slow.expect_line("s1 joined the chat room!")
+    drains = [Drain(slow, chunk=8192, pause=0.002)] + [Drain(client) for client in senders]
+    for drain in drains:
+        drain.start()
+    lines_each = 800  # 2 x 800 x 3.9 kB = 6.2 MB
+    threads, errors = send_in_threads(senders, [burst(s, lines_each, LINE_SIZE) for s in senders])
+    names = [s.name for s in senders]
+    try:
+        arrived = drains[0].wait_for(names, lines_each, timeout=25)
+    finally:
+        for drain in drains:
+            drain.finish()
+    if not arrived or errors or drains[0].disorder:
+        slow._fail(f"{drains[0].summary(names, lines_each)}\n" + "\n".join(errors + drains[0].disorder),
+                   "slow reads all the time, just slower than the burst comes. Dropping a client the\n"
+                   "  moment its queue is full also drops readers like this one: wait a little for\n"
+                   "  room, and drop only a client that makes no progress for a few seconds.")
+
+
+# ---- Ctrl+C --------------------------------------------------------------------------
+
+@pytest.mark.points(3)
+def test_ctrl_c_closes_connections_and_exits(server, connect):
+    """SIGINT: every connection closed, exit status 0 within 2 s, no traceback."""
+    alice, bob = join_all(connect, ["alice", "bob"])
+    mute = connect("mute")  # connected, no name yet
+    alice.send_line("before")
+    bob.expect_line("alice: before")
+    server.interrupt()
+    alice.story.add("the test", "pressed Ctrl+C (sent SIGINT to the server)")
+    status = server.wait_exit(2.0)
+    if status is None:
+        fail(f"The server did not exit within 2 s of Ctrl+C (SIGINT).\n{server.report()}\n"
+             f"Likely cause: a thread that is not a daemon keeps the process alive, or the main thread\n"
+             f"  is blocked somewhere that Ctrl+C does not interrupt.")
+    if "Traceback" in server.stderr or status != 0:
+        fail(f"After Ctrl+C the server exited with status {status}; it should exit with 0 and print no "
+             f"traceback.\n{server.report()}\n"
+             f"Likely cause: KeyboardInterrupt was not caught; catch it in main() and shut down.")
+    for client in (alice, bob, mute):
+        client.server = None  # it has exited, as it should; only the connection matters now
+        client.expect_closed(1.0, hint="Ctrl+C must close every client connection.")
+
+
+# ---- many users, and the churn of stage 06 ------------------------------------------------
+
+@pytest.mark.points(2)
+def test_two_hundred_users(start_server, connect):
+    """200 users at once (--max-users 250): all join, and a message reaches all 199 others."""
+    start_server("--max-users", "250")
+    names = [f"u{i:03}" for i in range(200)]
+    clients = join_all(connect, names[:2])  # u000 is surely in before the others come
+    clients += [join(connect, name) for name in names[2:]]
+    first = clients[0]
+    first.expect_lines([f"{name} joined the chat room!" for name in names[2:]], timeout=20, ordered=False)
+    first.send_line("hello all 200")
+    for client in clients[1:]:
+        got = client.collect_until(lambda line: line == "u000: hello all 200", 1, 20, "the message")
+        if not got or got[-1] != "u000: hello all 200":
+            client._fail(f"{client.name} expected 'u000: hello all 200' after the join lines; "
+                         f"received {len(got)} lines, the last {got[-1:]!r}.",
+                         "Does the server limit threads or connections below 200?")
+
+
+@pytest.mark.points(3)
+def test_churn_of_stage_06_still_handled(start_server, connect):
+    """Stage 06's join/leave churn (with scheduling noise): no message lost, each leave line once."""
+    start_server("--max-users", "50", noise=True)
+    run_churn(connect, rounds=6, churners=6, messages=150)
+
+
+@pytest.mark.points(3)
+def test_churn_test_of_stage_06_passes(start_server, connect, story):
+    """Stage 06's own churn test, run against this server (with --max-users 100)."""
+    def start_with_room_for_all(*args, **kwargs):
+        return start_server("--max-users", "100", *args, **kwargs)
+    churn_test_of_stage_06(start_with_room_for_all, connect, story)
