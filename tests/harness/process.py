@@ -51,6 +51,9 @@ class Program:
                  f"Is the stage folder complete? (--impl chooses which folder is graded.)")
         env = dict(os.environ if env is None else env)
         env["PYTHONIOENCODING"] = "utf-8"
+        # Grades must not depend on the grader's environment: a program that
+        # forgets flush=True fails everywhere, as it would for a user who pipes it.
+        env.pop("PYTHONUNBUFFERED", None)
         if noise:
             # A sitecustomize.py on PYTHONPATH runs before the program does.
             # It makes threads switch very often and sleeps a little around
@@ -133,20 +136,24 @@ class Program:
         return self.proc.poll() is not None
 
     def wait_exit(self, timeout):
-        """Wait for the program to exit by itself; return its status or None."""
+        """Wait for the program to exit by itself; return its status or None.
+
+        After an exit, also wait for the last of its output: what it printed just
+        before exiting may still be in the pipe until the readers reach its end.
+        """
         try:
-            return self.proc.wait(timeout)
+            status = self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
             return None
+        for reader in self._readers:
+            reader.join(2)
+        return status
 
     def settle(self, grace=0.3):
         """Before reporting: let a crashing program finish exiting and its output arrive."""
         if "Traceback (most recent call last)" in self.stderr:
             grace = max(grace, 0.3)
-        if self.wait_exit(grace) is None:
-            return  # still running: its output so far is all there is
-        for reader in self._readers:
-            reader.join(0.5)
+        self.wait_exit(grace)  # if it is still running, its output so far is all there is
 
     def interrupt(self):
         """Press Ctrl+C: SIGINT to the program (POSIX only)."""

@@ -1,0 +1,206 @@
+"""Stage 07_client: the chat client, its bugs fixed.
+
+Each test runs client.py with its standard input and output as pipes, against
+a small scripted server inside the test (tests/harness/scripted_server.py):
+the test types lines, and the scripted server checks what arrives and sends
+lines split into packets as it chooses.
+"""
+
+import re
+import sys
+import time
+
+import pytest
+
+from harness.scripted_server import ClientSession
+
+EXIT_WITHIN = 1.0     # seconds, after the server closes the connection (the contract)
+# A waiting client sleeps in recv() or input(): no thread is runnable, no CPU is used.
+# A spinning one always has a runnable thread, and uses all the CPU it is given.
+SAMPLE_EVERY = 0.05   # seconds between two looks at the client's threads
+BUSY_SHARE = 0.7      # spinning: a thread was runnable in at least this share of the looks
+CPU_SHARE = 0.5       # or it used at least this share of a core
+SERVER_GONE = re.compile(r"clos|disconnect|server|lost|ended", re.IGNORECASE)
+CONNECT_ERROR = re.compile(r"^Error connecting to server: \S")
+
+
+@pytest.fixture
+def chat(stage_dir, story):
+    """A scripted server and the stage's client.py; both always stopped after the test."""
+    session = ClientSession(stage_dir, story)
+    yield session
+    session.stop()
+
+
+@pytest.mark.points(1)
+def test_sends_username_first(chat):
+    """Prompts for the username and sends it as the first line."""
+    chat.start()
+    chat.wait_prompt()
+    chat.type("alice")
+    chat.expect_server_lines(["alice"], what="the username as the first line")
+
+
+@pytest.mark.points(2)
+def test_typed_lines_framed_in_order(chat):
+    """Every line typed reaches the server as one line ending in a newline, in order."""
+    chat.start()
+    chat.login("alice")
+    typed = ["hello", "two  spaces, and a comma", "naïve café ✓", "last one"]
+    for line in typed:
+        chat.type(line)
+    chat.expect_server_lines(["alice", *typed], what="the username, then each typed line")
+
+
+@pytest.mark.points(3)
+def test_prints_lines_split_across_packets(chat):
+    """Lines received are printed whole, however the bytes were split or joined."""
+    chat.start()
+    chat.login("alice")
+    server = chat.server
+    # Two lines, one byte per packet: every line, and every multi-byte character, is cut.
+    slow = "bob joined the chat room!\nbob: héllo wörld ✓\n".encode("utf-8")
+    server.send_pieces([slow[i:i + 1] for i in range(len(slow))], pause=0.003,
+                       note=f"sent {slow!r} one byte per packet")
+    # Two whole lines and the start of a third in one packet, cut inside the 'é' of 'café'.
+    joined = "carol joined the chat room!\ncarol: 日本語 ok\nbob: café\n".encode("utf-8")
+    cut = joined.index("é".encode("utf-8")) + 1
+    server.send_pieces([joined[:cut], joined[cut:]], pause=0.1,
+                       note=f"sent {joined[:cut]!r}, then {joined[cut:]!r}")
+    chat.expect_printed(["bob joined the chat room!", "bob: héllo wörld ✓",
+                         "carol joined the chat room!", "carol: 日本語 ok", "bob: café"])
+
+
+@pytest.mark.points(2)
+def test_exit_command_leaves(chat):
+    """/exit sends /exit, prints the goodbye and exits with status 0."""
+    chat.start()
+    chat.login("alice")
+    chat.type("/exit")
+    chat.expect_leaves("typing '/exit'")
+
+
+@pytest.mark.points(2)
+def test_end_of_input_leaves(chat):
+    """End of standard input leaves like /exit: /exit sent, goodbye, status 0."""
+    chat.start()
+    chat.login("alice")
+    chat.end_input()
+    chat.expect_leaves("the end of standard input")
+
+
+@pytest.mark.points(2)
+def test_exits_when_server_closes(chat):
+    """When the server closes the connection, says so and exits within 1 s."""
+    chat.start()
+    chat.login("alice")
+    chat.server.send(b"bob: bye\n")
+    chat.server.close_connection()
+    client = chat.client
+    status = client.wait_exit(EXIT_WITHIN)
+    printed = client.printed_lines()
+    after = printed[printed.index("bob: bye") + 1:] if "bob: bye" in printed else printed
+    said_so = any(SERVER_GONE.search(line) for line in after)
+    traceback = "Traceback (most recent call last)" in client.stderr
+    if status is not None and "bob: bye" in printed and said_so and not traceback:
+        return
+    problems = []
+    spinning = False
+    if status is None:
+        cpu = client.cpu_seconds()
+        spinning = cpu is not None and cpu > 0.5 * EXIT_WITHIN
+        problems.append(f"The client was still running {EXIT_WITHIN:g} s after the server closed "
+                        f"the connection."
+                        + (f" It has used {cpu:.2f} s of CPU time: is it spinning in a loop?"
+                           if spinning else ""))
+    if "bob: bye" not in printed:
+        problems.append("It did not print the line 'bob: bye', sent just before the close.")
+    if not said_so:
+        problems.append("It printed no line saying that the server closed the connection.")
+    if traceback:
+        problems.append("It printed a traceback.")
+    if status is None and said_so and not spinning:
+        cause = ("The receiving thread saw the close, but the program goes on: the main thread "
+                 "is blocked in input(), and ending one thread does not end the others. Nothing "
+                 "portable wakes input(); ending the whole process from the receiving thread "
+                 "with os._exit() (after a print with flush=True) works everywhere.")
+    elif status is None:
+        cause = ("recv() returning b'' means the server closed the connection: leave the "
+                 "receiving loop there, print a line saying so, and end the program. The main "
+                 "thread is probably blocked in input(); ending the process from the receiving "
+                 "thread with os._exit() (after a print with flush=True) works everywhere.")
+    elif "bob: bye" not in printed or not said_so:
+        cause = ("Print every line received (with flush=True), then a line such as "
+                 "'The server closed the connection', before exiting.")
+    else:
+        cause = "An exception escaped when the connection ended; catch it where it happens."
+    chat.fail(f"The server sent 'bob: bye' and closed the connection. The test expected the "
+              f"client to print 'bob: bye', then a line saying the server closed the connection, "
+              f"and to exit within {EXIT_WITHIN:g} s, with no traceback.\n"
+              f"It printed (after the prompt): {printed!r}\n" + "\n".join(problems), cause)
+
+
+@pytest.mark.points(1)
+def test_does_not_spin_when_server_closes(chat):
+    """After the server closes the connection, the client does not spin on the CPU."""
+    if not sys.platform.startswith("linux"):
+        pytest.skip("the client's threads and CPU time are read from /proc, which only Linux has")
+    chat.start()
+    chat.login("alice")
+    client = chat.client
+    chat.server.close_connection()
+    started, cpu_at_start = time.monotonic(), client.cpu_seconds()
+    # Sample, while the client lives: is a thread of it runnable (a busy loop), and its CPU time.
+    samples = busy = 0
+    cpu = cpu_at_start
+    while time.monotonic() - started < EXIT_WITHIN:
+        if client.wait_exit(SAMPLE_EVERY) is not None:
+            return  # it exited: it cannot be spinning
+        runnable, now = client.runnable_threads(), client.cpu_seconds()
+        if runnable is None or now is None:
+            return  # it exited between two calls
+        samples += 1
+        busy += runnable > 0
+        cpu = now
+    window, used = time.monotonic() - started, cpu - cpu_at_start
+    if busy < BUSY_SHARE * samples and used < CPU_SHARE * window:
+        return
+    chat.fail(f"After the server closed the connection, the client kept running, and kept a "
+              f"thread busy: it was runnable in {busy} of {samples} looks over {window:.1f} s, and "
+              f"used {used:.2f} s of CPU time (on a busy machine, a spinning program gets less "
+              f"than a whole core). A client waiting for input uses none: it is spinning in a loop.",
+              "recv() returns b'' at once, every time, once the server has closed the "
+              "connection. A loop that ignores b'' and calls recv() again runs flat out forever. "
+              "Treat b'' as 'the server is gone': leave the loop.")
+
+
+@pytest.mark.points(1)
+def test_unreachable_server(chat):
+    """A server that cannot be reached: 'Error connecting to server: REASON', status 1."""
+    client = chat.start_unreachable()
+    # The client may connect after reading the username: type one, unless it exited already.
+    if client.wait_for(client.prompted, 15.0):
+        chat.story.add("the client", "printed the prompt")
+        chat.type("alice")
+    status = client.wait_exit(10.0)
+    # The prompt has no newline, so the message may follow it on the same line.
+    lines = [line.split("Enter your username: ")[-1]
+             for line in (client.stdout + "\n" + client.stderr).splitlines()]
+    message = any(CONNECT_ERROR.match(line) for line in lines)
+    traceback = "Traceback (most recent call last)" in client.stderr
+    if status == 1 and message and not traceback:
+        return
+    problems = []
+    if status != 1:
+        problems.append("The client is still running." if status is None
+                        else f"The client exited with status {status}.")
+    if not message:
+        problems.append("No line 'Error connecting to server: REASON' was printed.")
+    if traceback:
+        problems.append("It printed a traceback.")
+    chat.fail("Nothing listens on that port, so connecting is refused. The test expected the "
+              "client to print 'Error connecting to server: REASON' (REASON: the error, e.g. "
+              "'[Errno 111] Connection refused') and exit with status 1, with no traceback.\n"
+              + "\n".join(problems),
+              "Catch OSError around connect(); print the message with the error in it; then "
+              "sys.exit(1).")
