@@ -10,6 +10,7 @@ added later is checked without editing this file.
 """
 
 import ast
+import difflib
 import json
 import subprocess
 import sys
@@ -24,6 +25,9 @@ TESTS = ROOT / "tests"
 VARIANTS = TESTS / "variants"
 PROGRAMS = ("server.py", "client.py")
 RUN_DEADLINE = 300  # seconds for one inner pytest run; far above what any takes
+# A variant is its solution with one bug put back: a small diff. When a solution
+# changes and its variants are not brought along, their diffs grow past this.
+MOST_CHANGED_LINES = 40
 
 pytestmark = pytest.mark.selfcheck
 
@@ -134,6 +138,24 @@ def test_starter_fails_its_stage(stage, child_runs):
     assert report["score"] < possible, (
         f"stages/{stage} already passes its tests: the starter should leave work to do.\n"
         f"(If you solved this stage in your own copy, this check is for the course's maintainers.)")
+
+
+@pytest.mark.parametrize("variant", [f.name for f in variant_folders()])
+def test_variant_is_its_solution_with_one_bug(variant):
+    """Each variant differs from its stage's solution by a few lines only."""
+    folder = VARIANTS / variant
+    stage = read_variant(folder)["stage"]
+    programs = [p for p in PROGRAMS if (folder / stage / p).is_file()]
+    assert programs, f"{folder / stage} has no server.py or client.py"
+    for program in programs:
+        solution = (ROOT / "solutions" / stage / program).read_text(encoding="utf-8").splitlines()
+        variant_lines = (folder / stage / program).read_text(encoding="utf-8").splitlines()
+        changed = [line for line in difflib.unified_diff(solution, variant_lines, lineterm="", n=0)
+                   if line[:1] in "+-" and line[:3] not in ("+++", "---")]
+        assert changed, f"{variant}/{stage}/{program} is the same as the solution: no bug put back"
+        assert len(changed) <= MOST_CHANGED_LINES, (
+            f"{variant}/{stage}/{program} differs from solutions/{stage}/{program} in {len(changed)} lines "
+            f"(at most {MOST_CHANGED_LINES}): has the solution changed without its variants?")
 
 
 @pytest.mark.parametrize("variant", [f.name for f in variant_folders()])
