@@ -6,6 +6,7 @@ tests can wait for a line with a deadline. stop() kills the child *and every
 process it started* (its process group on POSIX, its process tree on Windows).
 """
 
+import atexit
 import os
 import re
 import signal
@@ -25,6 +26,30 @@ NOISE_DIR = Path(__file__).resolve().parent.parent / "noise"
 # server run under scheduling noise starts slowly; a program that exits early
 # is reported at once, without waiting for this.
 START_DEADLINE = 15.0
+
+
+# Every program started and not yet stopped, so that a test run that ends
+# abruptly (Ctrl+C, or killed by a grading script's deadline with SIGTERM)
+# still takes its servers with it: each runs in a process group of its own,
+# which a kill of the test run's group would not reach.
+RUNNING = set()
+
+
+def stop_all_programs():
+    for program in list(RUNNING):
+        program.stop()
+
+
+def _stop_all_then_terminate(signum, frame):
+    stop_all_programs()
+    signal.signal(signum, signal.SIG_DFL)
+    os.kill(os.getpid(), signum)
+
+
+atexit.register(stop_all_programs)
+if not IS_WINDOWS and threading.current_thread() is threading.main_thread():
+    if signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _stop_all_then_terminate)
 
 
 def fail(message):
@@ -75,6 +100,7 @@ class Program:
             stderr=subprocess.PIPE,
             **options,
         )
+        RUNNING.add(self)
         self.started_at = time.monotonic()
         self._changed = threading.Condition()
         self._stdout = bytearray()
@@ -172,6 +198,7 @@ class Program:
 
     def stop(self):
         """Kill the program and all its children; safe to call twice."""
+        RUNNING.discard(self)
         if self.proc.poll() is None:
             if IS_WINDOWS:
                 subprocess.run(["taskkill", "/F", "/T", "/PID", str(self.proc.pid)],
