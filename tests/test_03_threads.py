@@ -36,7 +36,10 @@ def test_clients_lines_do_not_mix(server, connect):
     """Each client has its own buffer: one client's half line never joins another's."""
     alice = connect("alice")
     bob = connect("bob")
-    alice.send(b"alice's unfinished")
+    # A whole line and a half one in one packet: once alice's reply arrives, the
+    # server has surely received her half line too, before bob sends anything.
+    alice.send(b"alice's first\nalice's unfinished")
+    alice.expect_line("ALICE'S FIRST")
     bob.send_line("bob's line")
     bob.expect_line("BOB'S LINE", hint=(
         "Bytes from another client got into this client's line. Keep each client's pending "
