@@ -1,0 +1,276 @@
+"""Helpers shared by the instructors' tools (grade_all.py, trust.py, gradescope/run_autograder).
+
+Not a test file: no test_ prefix, so pytest never collects it. Standard library only,
+so the tools run with the interpreter that runs the course.
+"""
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import uuid
+import zipfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+TESTS = ROOT / "tests"
+STAGE_NAME = re.compile(r"^(\d\d)_[A-Za-z0-9_]+$")
+STAGE_TEST_FILE = re.compile(r"^test_(\d\d)_[a-z0-9_]*\.py$")  # as in conftest.py
+IS_WINDOWS = sys.platform == "win32"
+
+
+# ---- the course's stages and their test files --------------------------------
+
+def course_stages(root=ROOT):
+    """The course's stage names: the folders of solutions/ (or of stages/ in a copy without it)."""
+    for parent in ("solutions", "stages"):
+        folder = Path(root) / parent
+        if folder.is_dir():
+            names = sorted(p.name for p in folder.iterdir() if p.is_dir() and STAGE_NAME.match(p.name))
+            if names:
+                return names
+    return []
+
+
+def select_stages(stages, wanted):
+    """Keep the stages named in `wanted` ('01', '1', '01_echo', '01,02' ...); all if empty."""
+    if not wanted:
+        return list(stages)
+    keys = set()
+    for item in wanted:
+        for part in str(item).split(","):
+            part = part.strip()
+            if part:
+                keys.add(part.zfill(2) if part.isdigit() else part)
+    chosen = [s for s in stages if s in keys or s[:2] in keys]
+    unknown = keys - {s for s in chosen} - {s[:2] for s in chosen}
+    if unknown:
+        raise SystemExit(f"unknown stage(s): {', '.join(sorted(unknown))}; "
+                         f"the course has {', '.join(stages)}")
+    return chosen
+
+
+def stage_test_files(stage, tests_dir=TESTS):
+    """tests/test_NN_*.py for stage NN_name: the file named after it plus any extra (hidden) ones."""
+    number = stage[:2]
+    return sorted(p for p in Path(tests_dir).glob(f"test_{number}_*.py")
+                  if STAGE_TEST_FILE.match(p.name))
+
+
+# ---- finding a submission's stage folders ------------------------------------
+
+def has_stage_folders(path):
+    return any(p.is_dir() and STAGE_NAME.match(p.name) for p in Path(path).iterdir())
+
+
+def find_layout(path, depth=3):
+    """The folder laid out like stages/ inside a submission, or None.
+
+    Accepts the folder itself (NN_name/ folders in it), a copy of the repository
+    (a stages/ folder in it), or either of those wrapped in one more folder, as
+    unzipping often leaves them.
+    """
+    path = Path(path)
+    if not path.is_dir():
+        return None
+    if has_stage_folders(path):
+        return path
+    if (path / "stages").is_dir() and has_stage_folders(path / "stages"):
+        return path / "stages"
+    if depth > 0:
+        children = [p for p in path.iterdir()
+                    if p.is_dir() and not p.name.startswith((".", "__MACOSX"))]
+        if len(children) == 1:
+            return find_layout(children[0], depth - 1)
+    return None
+
+
+def safe_extract(archive, into):
+    """Unzip, refusing members that would land outside `into` (absolute paths, '..')."""
+    into = Path(into).resolve()
+    with zipfile.ZipFile(archive) as zipped:
+        for member in zipped.infolist():
+            target = (into / member.filename).resolve()
+            if target != into and into not in target.parents:
+                continue  # a path that escapes the folder: skip it
+            zipped.extract(member, into)
+
+
+def copy_submission(source, into):
+    """Copy a submission (folder or .zip) to `into`; copies the files a link points to, not links."""
+    source = Path(source)
+    if source.is_file() and source.suffix.lower() == ".zip":
+        Path(into).mkdir(parents=True, exist_ok=True)
+        safe_extract(source, into)
+        return
+    try:
+        shutil.copytree(source, into, symlinks=False, ignore_dangling_symlinks=True,
+                        ignore=shutil.ignore_patterns("__pycache__", "*.pyc", ".git"))
+    except shutil.Error:
+        pass  # an unreadable file is left out; the tests report what is missing
+
+
+# ---- running a child with a deadline, then leaving nothing behind ------------
+
+TOKEN_VARIABLE = "THREADED_CHAT_GRADING_RUN"
+
+
+def run_isolated(command, cwd, timeout, log_path, env=None, user=None):
+    """Run `command` in its own process group under a deadline; kill all it started.
+
+    Returns (exit status or None when the deadline passed, seconds taken). On the
+    deadline pytest first gets Ctrl+C (SIGINT), so its fixtures stop the servers
+    and it writes its results; 5 s later everything left is killed. Every process
+    started under it carries a token in its environment, so even one that left
+    the process tree (a daemon) is found and killed on Linux.
+    """
+    token = uuid.uuid4().hex
+    env = dict(os.environ if env is None else env)
+    env[TOKEN_VARIABLE] = token
+    env.setdefault("PYTHONDONTWRITEBYTECODE", "1")
+    options = {}
+    if IS_WINDOWS:
+        options["creationflags"] = subprocess.CREATE_NEW_PROCESS_GROUP
+    else:
+        options["start_new_session"] = True
+    if user:
+        import pwd  # POSIX only, like dropping privileges
+        account = pwd.getpwnam(user)
+        options.update(user=account.pw_uid, group=account.pw_gid, extra_groups=[])  # needs root
+    started = time.monotonic()
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(command, cwd=str(cwd), env=env, stdin=subprocess.DEVNULL,
+                                stdout=log, stderr=subprocess.STDOUT, **options)
+        status = None
+        try:
+            status = proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            interrupt(proc)
+            try:
+                proc.wait(5)
+            except subprocess.TimeoutExpired:
+                pass
+        finally:
+            kill_everything(proc, token)
+    return status, time.monotonic() - started
+
+
+def interrupt(proc):
+    try:
+        if IS_WINDOWS:
+            proc.send_signal(signal.CTRL_BREAK_EVENT)
+        else:
+            os.killpg(proc.pid, signal.SIGINT)
+    except (ProcessLookupError, PermissionError, OSError):
+        pass
+
+
+def kill_everything(proc, token):
+    """Kill the child, its process group, its descendants and any process carrying token."""
+    if IS_WINDOWS:
+        subprocess.run(["taskkill", "/F", "/T", "/PID", str(proc.pid)],
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    else:
+        victims = set(descendants(proc.pid)) | set(tagged_processes(token))
+        for group in {proc.pid} | victims:
+            # The harness starts each server in a session of its own, so kill groups too.
+            for kill in (os.killpg, os.kill):
+                try:
+                    kill(group, signal.SIGKILL)
+                except (ProcessLookupError, PermissionError, OSError):
+                    pass
+    try:
+        proc.wait(5)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(5)
+
+
+def _parents():
+    """{pid: parent pid} for every process we can see."""
+    table = {}
+    proc = Path("/proc")
+    if proc.is_dir():
+        for entry in proc.iterdir():
+            if entry.name.isdigit():
+                try:
+                    fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+                    table[int(entry.name)] = int(fields[1])
+                except (OSError, IndexError, ValueError):
+                    pass
+        return table
+    try:
+        listing = subprocess.run(["ps", "-A", "-o", "pid=,ppid="], capture_output=True,
+                                 text=True, timeout=10).stdout
+    except (OSError, subprocess.SubprocessError):
+        return table
+    for line in listing.splitlines():
+        parts = line.split()
+        if len(parts) == 2 and parts[0].isdigit() and parts[1].isdigit():
+            table[int(parts[0])] = int(parts[1])
+    return table
+
+
+def descendants(pid):
+    parents = _parents()
+    found, frontier = [], [pid]
+    while frontier:
+        current = frontier.pop()
+        for child, parent in parents.items():
+            if parent == current and child not in found:
+                found.append(child)
+                frontier.append(child)
+    return found
+
+
+def tagged_processes(token):
+    """Processes whose environment carries this run's token (Linux only)."""
+    proc = Path("/proc")
+    if not proc.is_dir():
+        return []
+    needle = f"{TOKEN_VARIABLE}={token}".encode()
+    found = []
+    for entry in proc.iterdir():
+        if entry.name.isdigit() and int(entry.name) != os.getpid():
+            try:
+                if needle in (entry / "environ").read_bytes():
+                    found.append(int(entry.name))
+            except OSError:
+                pass
+    return found
+
+
+# ---- results.json ------------------------------------------------------------
+
+def read_results(path):
+    """A results.json as a dict, or None when missing or unreadable."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def stage_of_test(test):
+    """The stage a results.json test belongs to (conftest tags it; its name starts with it)."""
+    tags = test.get("tags") or []
+    if tags:
+        return tags[0]
+    return test.get("name", "").split(":", 1)[0]
+
+
+def stage_points(results):
+    """{stage: [earned, possible]} from a results.json dict."""
+    totals = {}
+    for test in (results or {}).get("tests", []):
+        row = totals.setdefault(stage_of_test(test), [0.0, 0.0])
+        row[0] += float(test.get("score") or 0)
+        row[1] += float(test.get("max_score") or 0)
+    return totals
+
+
+def num(value):
+    return f"{value:g}"

@@ -1,0 +1,80 @@
+"""Turn a results.json (from --grade-json) into Markdown: the scoreboard, then the failures.
+
+    python tests/summary.py results.json >> "$GITHUB_STEP_SUMMARY"
+
+Used by .github/workflows/grade.yml for the job summary; handy anywhere Markdown is shown.
+Always exits 0: the grading step, not this one, says whether the tests passed.
+"""
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+OUTPUT_LINES = 40  # of each failure's message, in the summary
+
+
+def num(value):
+    return f"{float(value):g}"
+
+
+def stage_rows(tests):
+    rows = {}
+    for test in tests:
+        stage = (test.get("tags") or [test.get("name", "?").split(":", 1)[0]])[0]
+        row = rows.setdefault(stage, {"earned": 0.0, "possible": 0.0, "passed": 0, "tests": 0})
+        if float(test.get("max_score") or 0) == 0 and test.get("status") != "passed":
+            continue  # skipped on this platform: counts for nothing
+        row["earned"] += float(test.get("score") or 0)
+        row["possible"] += float(test.get("max_score") or 0)
+        row["tests"] += 1
+        row["passed"] += test.get("status") == "passed"
+    return dict(sorted(rows.items()))
+
+
+def render(results, title):
+    tests = results.get("tests", [])
+    rows = stage_rows(tests)
+    lines = [f"## {title}", "", "| stage | points | tests passed |", "|---|---:|---:|"]
+    earned = possible = 0.0
+    for stage, row in rows.items():
+        mark = " ✅" if row["passed"] == row["tests"] else ""
+        lines.append(f"| {stage}{mark} | {num(row['earned'])} / {num(row['possible'])} | "
+                     f"{row['passed']} / {row['tests']} |")
+        earned += row["earned"]
+        possible += row["possible"]
+    lines.append(f"| **total** | **{num(earned)} / {num(possible)}** | |")
+    failed = [t for t in tests if t.get("status") != "passed" and float(t.get("max_score") or 0) > 0]
+    if failed:
+        lines += ["", f"### Failed tests ({len(failed)})", ""]
+        for test in failed:
+            output = (test.get("output") or "").rstrip().splitlines()
+            shown = output[:OUTPUT_LINES] + (["..."] if len(output) > OUTPUT_LINES else [])
+            body = "\n".join(shown).replace("```", "'''")
+            lines += [f"<details><summary>{escape(test.get('name', '?'))} "
+                      f"({num(test.get('max_score') or 0)} points)</summary>", "",
+                      "```text", body, "```", "</details>", ""]
+    return "\n".join(lines) + "\n"
+
+
+def escape(text):
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description="results.json as a Markdown scoreboard")
+    parser.add_argument("results", type=Path, nargs="?", default=Path("results.json"))
+    parser.add_argument("--title", default="Threaded Chat: scoreboard")
+    args = parser.parse_args(argv)
+    try:
+        results = json.loads(args.results.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        print(f"## {args.title}\n\nNo grades: {args.results} could not be read ({error}).\n"
+              f"The test run did not get far enough to write it; see the job's log.")
+        return 0
+    sys.stdout.write(render(results, args.title))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

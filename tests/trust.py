@@ -1,0 +1,330 @@
+"""Measure how far the grades can be trusted: no flaky test, no bug slipping through.
+
+    python tests/trust.py --runs 20                 everything, 20 times
+    python tests/trust.py --runs 100 --stages 06    one stage, 100 times
+    python tests/trust.py --runs 20 --skip-suite    only the buggy variants
+    python tests/trust.py --runs 20 --markdown trust.md -j 2
+
+1. The suite: the graded tests (tests/test_NN_*.py) are run K times on the reference
+   solutions, each run a fresh `python -m pytest --impl solutions` process; every test that
+   ever failed is reported, with how often. A correct solution must never fail.
+2. The variants: each tests/variants/<name>/ is a solution with one bug put back, and its
+   variant.json names the tests aimed at that bug (caught_by). Each is run K times against
+   those tests; a run CATCHES the bug when every caught_by test fails.
+
+Prints a Markdown report (date, machine, Python, K) ready to paste into docs/INSTRUCTORS.md.
+Exits with status 1 when a test was flaky or a variant escaped in any run.
+-j N runs N pytest processes at once; keep the default (1) for published figures, since
+race tests are then measured on an otherwise idle machine, as a student's run would be.
+"""
+
+import argparse
+import concurrent.futures
+import datetime
+import json
+import os
+import platform
+import shutil
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from grading_tools import (ROOT, TESTS, course_stages, read_results, run_isolated,  # noqa: E402
+                           select_stages, stage_of_test, stage_test_files)
+
+VARIANTS = TESTS / "variants"
+RUN_TIMEOUT = 600  # seconds for one pytest run (the whole suite on the solutions takes < 180)
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description="Rerun the suite and the buggy variants K times.")
+    parser.add_argument("--runs", "-k", dest="runs", type=int, default=20, help="K (default 20)")
+    parser.add_argument("--stages", action="append", default=[],
+                        help="only these stages, e.g. --stages 06,07")
+    parser.add_argument("--skip-suite", action="store_true", help="do not rerun the suite")
+    parser.add_argument("--skip-variants", action="store_true", help="do not rerun the variants")
+    parser.add_argument("--variant", action="append", default=[],
+                        help="only the variant(s) with this folder name")
+    parser.add_argument("--variants-dir", type=Path, default=VARIANTS,
+                        help="where the variants are (default tests/variants)")
+    parser.add_argument("-j", "--jobs", type=int, default=1, help="pytest runs at once (default 1)")
+    parser.add_argument("--timeout", type=float, default=RUN_TIMEOUT,
+                        help=f"seconds for one pytest run (default {RUN_TIMEOUT})")
+    parser.add_argument("--markdown", type=Path, help="also write the report to this file")
+    parser.add_argument("--keep", type=Path, help="keep every run's results.json and log here")
+    return parser.parse_args(argv)
+
+
+# ---- what to run ---------------------------------------------------------------
+
+def load_variants(stages, only=(), where=VARIANTS):
+    """[(folder, variant.json dict)] for the variants of the chosen stages."""
+    found = []
+    if not where.is_dir():
+        return found
+    for spec in sorted(where.glob("*/variant.json")):
+        folder = spec.parent
+        if only and folder.name not in only:
+            continue
+        try:
+            data = json.loads(spec.read_text(encoding="utf-8"))
+        except ValueError as error:
+            data = {"stage": "?", "bug": f"variant.json does not parse: {error}", "caught_by": []}
+        if data.get("stage") in stages or only:
+            found.append((folder, data))
+    return found
+
+
+def name_of_test(test):
+    """'test_x[param]' from a results.json name 'NN_stage: test_x[param] - description'."""
+    name = test.get("name", "")
+    name = name.split(": ", 1)[1] if ": " in name else name
+    return name.split(" - ", 1)[0]
+
+
+def base_name(name):
+    return name.split("[", 1)[0]
+
+
+# ---- one pytest run --------------------------------------------------------------
+
+class Runner:
+    def __init__(self, keep, timeout):
+        self.scratch = Path(tempfile.mkdtemp(prefix="trust-"))
+        self.keep = keep
+        self.timeout = timeout
+        self.counter = 0
+        self.lock = threading.Lock()
+
+    def run(self, label, impl, files, select=None):
+        """One pytest process; returns (results dict or None, exit status or None, seconds)."""
+        with self.lock:
+            self.counter += 1
+            number = self.counter
+        stem = f"{number:04d}-{label}"
+        json_path = self.scratch / f"{stem}.json"
+        log_path = self.scratch / f"{stem}.log"
+        command = [sys.executable, "-m", "pytest", "--impl", str(impl), "-p", "no:cacheprovider",
+                   "--grade-json", str(json_path), "-q", "--color=no", *map(str, files)]
+        if select:
+            command += ["-k", " or ".join(sorted(set(select)))]
+        status, seconds = run_isolated(command, cwd=ROOT, timeout=self.timeout, log_path=log_path)
+        results = read_results(json_path)
+        if self.keep:
+            self.keep.mkdir(parents=True, exist_ok=True)
+            for path in (json_path, log_path):
+                if path.exists():
+                    shutil.copy(path, self.keep / path.name)
+        for path in (json_path, log_path):
+            try:
+                path.unlink()
+            except OSError:
+                pass
+        return results, status, seconds
+
+    def close(self):
+        shutil.rmtree(self.scratch, ignore_errors=True)
+
+
+# ---- the two measurements -----------------------------------------------------------
+
+class SuiteTally:
+    def __init__(self):
+        self.runs = 0
+        self.failures = Counter()       # test -> runs in which it failed
+        self.failed_runs = Counter()    # stage -> runs in which one of its tests failed
+        self.tests_by_stage = {}        # stage -> set of tests seen
+        self.bad_runs = []              # (run, what went wrong)
+        self.seconds = []
+
+    def add(self, run, results, status, seconds, files):
+        self.runs += 1
+        self.seconds.append(seconds)
+        if status is None:
+            self.bad_runs.append((run, f"timed out after {seconds:.0f} s"))
+        elif status not in (0, 1):
+            self.bad_runs.append((run, f"pytest exit status {status}"))
+        if results is None:
+            self.bad_runs.append((run, "no results.json written"))
+            return
+        stages_failing = set()
+        for test in results.get("tests", []):
+            stage = stage_of_test(test)
+            name = name_of_test(test)
+            self.tests_by_stage.setdefault(stage, set()).add(name)
+            if test.get("status") != "passed" and float(test.get("max_score") or 0) > 0:
+                self.failures[(stage, name)] += 1
+                stages_failing.add(stage)
+        for stage in stages_failing:
+            self.failed_runs[stage] += 1
+
+
+def measure_suite(runner, stages, runs, jobs, progress):
+    files = [f for stage in stages for f in stage_test_files(stage)]
+    tally = SuiteTally()
+    if not files:
+        return tally, files
+
+    def one(run):
+        results, status, seconds = runner.run(f"suite{run}", "solutions", files)
+        return run, results, status, seconds
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=jobs) as pool:
+        for run, results, status, seconds in pool.map(one, range(1, runs + 1)):
+            tally.add(run, results, status, seconds, files)
+            failed = [name for (stage, name), _ in tally.failures.items()]
+            progress(f"suite run {run}/{runs}: {seconds:.1f} s, "
+                     f"{'exit ' + str(status) if status not in (0,) else 'all passed'}"
+                     f"{'; tests that failed so far: ' + ', '.join(failed) if failed else ''}")
+    return tally, files
+
+
+def measure_variant(runner, folder, spec, runs, jobs, progress):
+    stage = spec.get("stage", "?")
+    caught_by = list(spec.get("caught_by") or [])
+    files = stage_test_files(stage) if stage in course_stages() else []
+    outcome = {"caught": 0, "runs": 0, "missed_tests": Counter(), "problems": [], "not_run": 0}
+    if not caught_by or not files:
+        outcome["problems"].append("no caught_by tests" if not caught_by else f"no test file for {stage}")
+        return outcome
+
+    def one(run):
+        return runner.run(f"{folder.name}{run}", folder, files, select=[base_name(t) for t in caught_by])
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=jobs) as pool:
+        for run, (results, status, seconds) in enumerate(pool.map(one, range(1, runs + 1)), 1):
+            outcome["runs"] += 1
+            if status is None:
+                outcome["problems"].append(f"run {run} timed out")
+            statuses = {}
+            for test in (results or {}).get("tests", []):
+                statuses[name_of_test(test)] = test.get("status")
+                statuses.setdefault(base_name(name_of_test(test)), test.get("status"))
+            escaped = []
+            for wanted in caught_by:
+                if wanted not in statuses:
+                    escaped_unknown = f"{wanted} did not run (no such test?)"
+                    if escaped_unknown not in outcome["problems"]:
+                        outcome["problems"].append(escaped_unknown)
+                    outcome["not_run"] += 1
+                elif statuses[wanted] == "passed":
+                    escaped.append(wanted)
+            for name in escaped:
+                outcome["missed_tests"][name] += 1
+            if not escaped and results is not None and all(t in statuses for t in caught_by):
+                outcome["caught"] += 1
+    progress(f"variant {folder.name}: caught in {outcome['caught']}/{outcome['runs']} runs"
+             f"{' (' + '; '.join(outcome['problems']) + ')' if outcome['problems'] else ''}")
+    return outcome
+
+
+# ---- the report -------------------------------------------------------------------
+
+def machine():
+    cpus = os.cpu_count() or "?"
+    name = platform.system()
+    detail = platform.release() if name == "Linux" else platform.mac_ver()[0] or platform.release()
+    return f"{name} {detail} {platform.machine()}, {cpus} CPUs"
+
+
+def load_average():
+    """The 1-minute load average (other work on the machine skews timing tests), or '?'."""
+    try:
+        return f"{os.getloadavg()[0]:.1f}"
+    except (AttributeError, OSError):
+        return "?"
+
+
+def report(args, stages, suite, variants, elapsed, load_before="?"):
+    lines = ["| measured | |", "|---|---|",
+             f"| date | {datetime.date.today().isoformat()} |",
+             f"| machine | {machine()} |",
+             f"| Python | {platform.python_version()} |",
+             f"| runs (K) | {args.runs} |",
+             f"| stages | {', '.join(stages)} |",
+             f"| parallel runs (-j) | {args.jobs} |",
+             f"| load average (start, end) | {load_before}, {load_average()} |",
+             f"| wall time | {elapsed / 60:.1f} min |", ""]
+    if suite is not None:
+        tally, files = suite
+        lines += [f"**The reference solutions, every graded test, {tally.runs} runs**", "",
+                  "| stage | graded tests | runs with a failure | tests that ever failed |",
+                  "|---|---|---|---|"]
+        for stage in stages:
+            tests = tally.tests_by_stage.get(stage, set())
+            failed = {name: n for (s, name), n in tally.failures.items() if s == stage}
+            bad_runs = tally.failed_runs.get(stage, 0)
+            shown = ", ".join(f"`{name}` ({n}/{tally.runs})" for name, n in sorted(failed.items()))
+            lines.append(f"| {stage} | {len(tests) if tests else 'no tests yet'} | "
+                         f"{bad_runs}/{tally.runs} | {shown or 'none'} |")
+        if tally.seconds:
+            lines += ["", f"One run of these tests: median {statistics.median(tally.seconds):.1f} s, "
+                          f"slowest {max(tally.seconds):.1f} s."]
+        for run, problem in tally.bad_runs:
+            lines.append(f"- run {run}: {problem}")
+        lines.append("")
+    if variants is not None:
+        lines += [f"**Buggy variants, {args.runs} runs each** (caught = every `caught_by` test failed)", "",
+                  "| variant | stage | bug put back | caught_by | caught |", "|---|---|---|---|---|"]
+        if not variants:
+            lines.append("| (none yet) | | | | |")
+        for folder, spec, outcome in variants:
+            escaped = ", ".join(f"`{t}` passed {n}x" for t, n in sorted(outcome["missed_tests"].items()))
+            problems = "; ".join(outcome["problems"])
+            caught = f"{outcome['caught']}/{outcome['runs']}"
+            extra = "; ".join(x for x in (escaped, problems) if x)
+            bug = " ".join(spec.get("bug", "").split()).replace("|", "\\|")
+            lines.append(f"| `{folder.name}` | {spec.get('stage', '?')} | {bug} | "
+                         f"{', '.join('`' + t + '`' for t in spec.get('caught_by') or [])} | "
+                         f"{caught}{' (' + extra + ')' if extra else ''} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def trustworthy(suite, variants):
+    if suite is not None:
+        tally, _ = suite
+        if tally.failures or tally.bad_runs:
+            return False
+    if variants is not None:
+        for _, _, outcome in variants:
+            if outcome["runs"] == 0 or outcome["caught"] != outcome["runs"]:
+                return False
+    return True
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    stages = select_stages(course_stages(), args.stages)
+    runner = Runner(args.keep, args.timeout)
+    load_before = load_average()
+    started = time.monotonic()
+    jobs = max(1, args.jobs)
+
+    def progress(text):
+        print(f"[{time.monotonic() - started:6.0f} s] {text}", file=sys.stderr, flush=True)
+
+    try:
+        suite = None if args.skip_suite else measure_suite(runner, stages, args.runs, jobs, progress)
+        variants = None
+        if not args.skip_variants:
+            variants = []
+            for folder, spec in load_variants(stages, args.variant, args.variants_dir):
+                outcome = measure_variant(runner, folder, spec, args.runs, jobs, progress)
+                variants.append((folder, spec, outcome))
+    finally:
+        runner.close()
+    text = report(args, stages, suite, variants, time.monotonic() - started, load_before)
+    print(text)
+    if args.markdown:
+        args.markdown.write_text(text + "\n", encoding="utf-8")
+    return 0 if trustworthy(suite, variants) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
