@@ -72,7 +72,7 @@ def status_of(report, test_name):
     for test in report["tests"]:
         name = test["name"].split(": ", 1)[1].split(" - ", 1)[0]
         if name.split("[", 1)[0] == test_name:
-            return test["status"]
+            return test.get("status", "skipped")
     return None
 
 
