@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from harness.client import DEFAULT_WAIT
 from harness.churn import first_join_line, join, join_all, run_churn
 from harness.process import fail
 # Stage 06's churn test, run as it is against this stage's server (imported under a
@@ -27,7 +28,7 @@ STUCK_GRACE = 5.0
 
 # ---- helpers ------------------------------------------------------------------
 
-def expect_refused(client, why, timeout=2.0):
+def expect_refused(client, why, timeout=DEFAULT_WAIT):
     """The server sends `client` one line starting with 'Error:', then closes the connection."""
     line = client.read_line(timeout)
     if line is None or not line.startswith("Error:"):
@@ -391,7 +392,7 @@ def test_stuck_reader_does_not_stall_others(server, connect):
     stuck = connect("stuck", rcvbuf=4096)
     stuck.send_line("stuck")
     fast = join(connect, "fast")
-    first_join_line(stuck, fast, timeout=2.0)  # the last time stuck ever reads
+    first_join_line(stuck, fast, timeout=DEFAULT_WAIT)  # the last time stuck ever reads
     senders = [join(connect, f"s{i}") for i in range(3)]
     fast.expect_lines([f"{s.name} joined the chat room!" for s in senders], ordered=False)
     drains = [Drain(client) for client in [fast, *senders]]
@@ -428,7 +429,7 @@ def test_slow_reader_in_a_burst_is_not_dropped(server, connect):
     slow = connect("slow", rcvbuf=8192)
     slow.send_line("slow")
     senders = [join(connect, "s0")]
-    first_join_line(slow, senders[0], timeout=2.0)
+    first_join_line(slow, senders[0], timeout=DEFAULT_WAIT)
     senders.append(join(connect, "s1"))
     slow.expect_line("s1 joined the chat room!")
     drains = [Drain(slow, chunk=8192, pause=0.002)] + [Drain(client) for client in senders]

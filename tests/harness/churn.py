@@ -16,6 +16,7 @@ import struct
 import threading
 import time
 
+from .client import DEFAULT_WAIT
 from .process import fail
 
 
@@ -36,7 +37,7 @@ def join_all(connect, names):
     clients = [join(connect, names[0])]
     if len(names) > 1:
         first, second = clients[0], join(connect, names[1])
-        seen = first_join_line(first, second, timeout=2.0)
+        seen = first_join_line(first, second, timeout=DEFAULT_WAIT)
         (second if seen is first else first).story.add("the test", "(the server took its name first)")
         clients.append(second)
     for name in names[2:]:

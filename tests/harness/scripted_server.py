@@ -17,7 +17,7 @@ import threading
 import time
 from pathlib import Path
 
-from .client import Story, show
+from .client import DEFAULT_WAIT, Story, show
 from .process import START_DEADLINE, Program, fail, tail
 
 PROMPT = "Enter your username: "
@@ -303,7 +303,7 @@ class ClientSession:
                   f"It received: {show(bytes(server.received), 300)}",
                   self._sending_cause([name], server.lines()))
 
-    def expect_server_lines(self, expected, what=None, timeout=2.0):
+    def expect_server_lines(self, expected, what=None, timeout=DEFAULT_WAIT):
         """The scripted server must receive exactly these lines, in this order."""
         server = self.server
         got_all = server.wait(lambda: len(server.lines()) >= len(expected), timeout,
@@ -376,8 +376,8 @@ class ClientSession:
             # Only that '/exit' is the last thing sent: the framing has tests of its own.
             return bytes(server.received).rstrip(b"\r\n").endswith(b"/exit")
 
-        deadline = time.monotonic() + 2.0
-        server.wait(exit_sent, 2.0, give_up=lambda: server.client_closed or client.exited())
+        deadline = time.monotonic() + DEFAULT_WAIT
+        server.wait(exit_sent, DEFAULT_WAIT, give_up=lambda: server.client_closed or client.exited())
         status = client.wait_exit(max(0.1, deadline - time.monotonic()))
         server.wait(exit_sent, 0.2)  # the last bytes of a client that just exited may be in flight
         sent, said_goodbye = exit_sent(), goodbye in client.printed_lines()
@@ -386,7 +386,7 @@ class ClientSession:
             self.story.add("the client", f"sent '/exit', printed {goodbye!r} and exited with status 0")
             return
         expected = (f"After {how}, the test expected the client to send '/exit' (as the last "
-                    f"thing it sends), print {goodbye!r}, and exit with status 0 within 2 s, "
+                    f"thing it sends), print {goodbye!r}, and exit with status 0 within {DEFAULT_WAIT:g} s, "
                     f"printing no traceback.")
         found = [
             f"The scripted server received: {show(bytes(server.received), 300)}"
