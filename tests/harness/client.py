@@ -207,7 +207,7 @@ class Client:
                     f"  received: {show(got[same:same + 40])}")
         self._fail(head, hint)
 
-    def read_line(self, timeout=DEFAULT_WAIT, waiting_for=None):
+    def read_line(self, timeout=DEFAULT_WAIT):
         """Return the next line as text (without its '\\n'), or None if none came in time.
 
         None also when the server closed the connection (see closed_by_server).

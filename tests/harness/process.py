@@ -199,21 +199,16 @@ class Program:
     def stop(self):
         """Kill the program and all its children; safe to call twice."""
         RUNNING.discard(self)
-        if self.proc.poll() is None:
-            if IS_WINDOWS:
-                subprocess.run(["taskkill", "/F", "/T", "/PID", str(self.proc.pid)],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            else:
-                try:
-                    os.killpg(self.proc.pid, signal.SIGKILL)
-                except (ProcessLookupError, PermissionError):
-                    pass
-        elif not IS_WINDOWS:
-            # The program has exited, but a child it started may live on.
+        if not IS_WINDOWS:
+            # The whole process group: even after the program itself has exited,
+            # a child it started may live on.
             try:
                 os.killpg(self.proc.pid, signal.SIGKILL)
             except (ProcessLookupError, PermissionError):
                 pass
+        elif self.proc.poll() is None:
+            subprocess.run(["taskkill", "/F", "/T", "/PID", str(self.proc.pid)],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
             self.proc.wait(5)
         except subprocess.TimeoutExpired:
