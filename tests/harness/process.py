@@ -79,10 +79,19 @@ class Program:
         # Grades must not depend on the grader's environment: a program that
         # forgets flush=True fails everywhere, as it would for a user who pipes it.
         env.pop("PYTHONUNBUFFERED", None)
-        if noise:
-            # A sitecustomize.py on PYTHONPATH runs before the program does.
-            # It makes threads switch very often and sleeps a little around
-            # socket calls, so that races show up on nearly every run.
+        # Noise: tests/noise/sitecustomize.py, on PYTHONPATH, runs before the
+        # program does, with the profiles named in THREADED_CHAT_NOISE. "race"
+        # (noise=True) makes races show up on nearly every run; "slow", which
+        # the test run's own environment asks for (THREADED_CHAT_NOISE=slow),
+        # slows every program at random: a test must never need a quick one.
+        profiles = {name.strip() for name in os.environ.get("THREADED_CHAT_NOISE", "").split(",")
+                    if name.strip()} | ({"race"} if noise else set())
+        if profiles - {"race", "slow"}:
+            fail(f"THREADED_CHAT_NOISE={os.environ['THREADED_CHAT_NOISE']!r} names no known noise "
+                 f"profile: use 'slow' (or 'race', or 'race,slow'), or leave it unset.")
+        env.pop("THREADED_CHAT_NOISE", None)
+        if profiles:
+            env["THREADED_CHAT_NOISE"] = ",".join(sorted(profiles))
             env["PYTHONPATH"] = os.pathsep.join(
                 p for p in (str(NOISE_DIR), env.get("PYTHONPATH", "")) if p)
         options = {}
