@@ -98,8 +98,12 @@ class ChatRoom:
         self._members = []
 
     def add(self, member):
-        """Put a member in the chat."""
-        # TODO: append to self._members, holding self._lock.
+        """Put a member in the chat; return a new list of the members who were in before it.
+
+        Adding and taking that list are one step, under the lock: exactly those
+        members hear the join line, and a client that joins a moment later never does.
+        """
+        # TODO: holding self._lock, copy self._members, then append the member.
         raise NotImplementedError("Stage 04: ChatRoom.add()")
 
     def everyone_but(self, sender):

@@ -101,8 +101,16 @@ class ChatRoom:
         self._members = []
 
     def add(self, member):
+        """Put a member in the chat; return the members who were in before it.
+
+        Adding and taking that list are one step, under the lock: exactly those
+        members hear the join line. A list taken a moment later could hold a
+        client that joined meanwhile, who would then hear of someone already there.
+        """
         with self._lock:
+            others = list(self._members)
             self._members.append(member)
+            return others
 
     def remove(self, member):
         """Forget a member. True for the call that removed it, False if it was gone already."""
@@ -128,9 +136,9 @@ def receive_username(lines):
 
 
 def welcome(room, member):
-    """Add the member, and tell everyone else."""
-    room.add(member)
-    broadcast(room, f"{member.name} joined the chat room!", member)
+    """Add the member, and tell the members who were in before it (outside the lock)."""
+    for other in room.add(member):
+        other.send_line(f"{member.name} joined the chat room!")
 
 
 def relay_messages(lines, member, room):

@@ -6,7 +6,8 @@ Try it:   nc localhost 9801   (in two or more terminals: type a name, then lines
 The shape is the original's: a thread per client, a list of clients shared by
 every thread, broadcast() sending to all but the sender. What changed:
   - the shared list lives in a ChatRoom that only touches it under a lock, and
-    broadcast() sends to a snapshot of it, outside the lock;
+    broadcast() sends to a snapshot of it, outside the lock (a join line goes
+    to the snapshot taken in the same locked step as the add);
   - messages are lines, read with a LineReader, not whatever one recv() returned;
   - a client leaves exactly once, however its connection ends;
   - a failed send never disturbs the sender; no bare except.
@@ -96,8 +97,15 @@ class ChatRoom:
         self._members = []
 
     def add(self, member):
+        """Add a member; return the members who were in before it (they hear its join line).
+
+        One step under the lock: the join line reaches exactly the clients in the
+        chat when this one was added, never one who joined a moment later.
+        """
         with self._lock:
+            others = list(self._members)
             self._members.append(member)
+            return others
 
     def remove(self, member):
         """Forget a member. True for the call that removed it, False if it was already gone."""
@@ -159,8 +167,8 @@ def handle_client(connection, room):
         if name is None:
             return  # left before giving a name: nobody heard of it
         member = Member(connection, name)
-        room.add(member)
-        broadcast(room, f"{name} joined the chat room!", member)
+        for other in room.add(member):  # sent outside the lock, like broadcast()
+            other.send_line(f"{name} joined the chat room!")
         chat(reader, member, room)
     except OSError:
         pass  # reset by the client, or disconnected after a failed send
