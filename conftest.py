@@ -1,14 +1,8 @@
-"""Registers the course's command-line options.
+"""Loads the course's pytest plugin (grader/plugin.py) when the course is not installed.
 
-pytest reads options before it looks inside tests/, so they are declared here,
-at the top of the repository; everything else is in tests/conftest.py.
+`pip install -r requirements.txt` installs the plugin so that pytest knows --impl
+before it reads its arguments; this is the fallback for a checkout where that was
+skipped (then only the --impl=PATH form works for paths outside the repository).
 """
 
-
-def pytest_addoption(parser):
-    group = parser.getgroup("threaded chat")
-    group.addoption("--impl", default="stages", metavar="WHAT",
-                    help="what to grade: 'stages' (default, your work), 'solutions', "
-                         "or a path to a folder laid out like stages/")
-    group.addoption("--grade-json", default=None, metavar="FILE",
-                    help="also write the grades as a Gradescope results.json")
+pytest_plugins = ["grader.plugin"]

@@ -1,0 +1,360 @@
+"""The course's pytest plugin: what is graded, points, scoreboard, results.json.
+
+Installed with the course (`pip install -r requirements.txt` installs this folder as a
+package whose pytest11 entry point is this module), so pytest knows --impl before it
+reads its arguments: `--impl /any/path` is an option with a value, never a test path,
+and no conftest.py of a submission is ever looked at.
+
+    python -m pytest                      grades stages/ (your own work)
+    python -m pytest --impl solutions     grades the reference solutions
+    python -m pytest --impl PATH          grades a submission: a folder or .zip laid out like
+                                          stages/ (or the whole repository); only the program
+                                          files course.toml lists are copied out of it
+    python -m pytest ... --grade-json results.json   also writes Gradescope's format
+
+Each graded test carries points: @pytest.mark.points(N). A test's stage is the number its
+file starts with: tests/test_04_broadcast.py grades 04_broadcast. Outside this course's
+own folder the plugin only declares its options and does nothing else.
+"""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from .course import ROOT, stage_of_test_file
+from .intake import take_in
+
+NAMED_IMPLS = {"stages": ROOT / "stages", "solutions": ROOT / "solutions"}
+
+GRADES = pytest.StashKey()
+IMPL = pytest.StashKey()
+_GRADES = []  # this run's Grades, for the hooks that get no config
+
+
+def pytest_addoption(parser):
+    group = parser.getgroup("threaded chat")
+    group.addoption("--impl", default="stages", metavar="WHAT",
+                    help="what to grade: 'stages' (default, your work), 'solutions', "
+                         "or a path to a submission (a folder or .zip laid out like stages/)")
+    group.addoption("--grade-json", default=None, metavar="FILE",
+                    help="also write the grades as a Gradescope results.json")
+
+
+REEXEC_GUARD = "THREADED_CHAT_REEXECUTED"
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_load_initial_conftests(early_config, parser, args):
+    """Make `--impl PATH` (with a space) mean what it says, from the course's folder.
+
+    pytest picks its rootdir and configuration file before any plugin can declare an
+    option, so in `--impl /some/folder` it takes the folder for a test path: the
+    rootdir becomes that folder, and a pytest.ini found there becomes the run's
+    configuration. When that happened to a run started inside the course, run it
+    again with `--impl=PATH`, which pytest never mistakes for a path. (A submission's
+    pytest.ini can still disable this plugin in such a run: grade untrusted folders
+    with tools/grade_all.py or `--impl=PATH`, which never hand the path to pytest.)
+    """
+    given = list(early_config.invocation_params.args)
+    if "--impl" not in given[:-1] or os.environ.get(REEXEC_GUARD):
+        return
+    here = Path(early_config.invocation_params.dir).resolve()
+    if Path(str(early_config.rootpath)).resolve() == ROOT or not (here == ROOT or ROOT in here.parents):
+        return
+    at = given.index("--impl")
+    fixed = given[:at] + [f"--impl={given[at + 1]}"] + given[at + 2:]
+    command = [sys.executable, "-m", "pytest", *fixed]
+    environment = dict(os.environ, **{REEXEC_GUARD: "1"})
+    capture = early_config.pluginmanager.getplugin("capturemanager")
+    if capture is not None:  # give the terminal back: capturing has begun already
+        capture.stop_global_capturing()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    if sys.platform == "win32":  # os.execv would not wait there: run it, pass its status on
+        raise SystemExit(subprocess.run(command, env=environment).returncode)
+    os.execve(sys.executable, command, environment)
+
+
+class Impl:
+    """What is graded: where it came from, and the folder its programs run from."""
+
+    def __init__(self, value):
+        self.value = value
+        self.intake = None
+        self.scratch = None
+        if value in NAMED_IMPLS:
+            self.source = self.folder = NAMED_IMPLS[value]
+            return
+        self.source = Path(value).expanduser().resolve()
+        if not self.source.exists():
+            raise pytest.UsageError(f"--impl {value}: there is no folder or file {self.source}")
+        # A submission is data: only its listed programs are copied, into a folder of our own.
+        self.scratch = Path(tempfile.mkdtemp(prefix="threaded-chat-impl-"))
+        self.folder = self.scratch / "impl"
+        self.intake = take_in(self.source, self.folder)
+
+    def describe(self):
+        if self.intake is None:
+            return str(self.source)
+        where = f" (stage folders found in {self.intake.layout or '.'}/)" if self.intake.layout is not None else ""
+        return f"{self.source}{where}"
+
+    def cleanup(self):
+        if self.scratch is not None:
+            shutil.rmtree(self.scratch, ignore_errors=True)
+
+
+def is_course_run(config):
+    """True when pytest runs this course's tests (its rootdir is this repository)."""
+    return Path(str(config.rootpath)).resolve() == ROOT
+
+
+def impl_of(config):
+    return config.stash[IMPL]
+
+
+def impl_root(config):
+    """The folder whose NN_name/ programs are graded."""
+    return impl_of(config).folder
+
+
+def grading_solutions(config):
+    return impl_of(config).value == "solutions" or impl_root(config) == NAMED_IMPLS["solutions"]
+
+
+def stage_of(path):
+    """'04_broadcast' for tests/test_04_broadcast.py (or test_04_hidden.py); else None."""
+    return stage_of_test_file(path)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config):
+    if not is_course_run(config):
+        return
+    config.stash[IMPL] = Impl(config.getoption("--impl"))
+    config.stash[GRADES] = Grades(config.getoption("--grade-json"))
+    _GRADES[:] = [config.stash[GRADES]]  # the per-test hooks below get no config argument
+    restore_ctrl_c()
+
+
+def pytest_unconfigure(config):
+    _GRADES.clear()
+    impl = config.stash.get(IMPL, None)
+    if impl is not None:
+        impl.cleanup()
+
+
+def restore_ctrl_c():
+    """Let the programs under test receive Ctrl+C (SIGINT), even in CI.
+
+    A shell starts background jobs with SIGINT ignored, and an ignored signal
+    stays ignored in every child: a server started from such a run could not
+    be stopped with Ctrl+C, and stage 08's test of it would fail a correct
+    server. Python's own handler is reset to the default at exec(), so
+    installing it here gives every child the default behaviour.
+    """
+    if hasattr(signal, "SIGINT") and signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+# ---- what is graded ---------------------------------------------------------
+
+def pytest_collection_modifyitems(config, items):
+    grades = config.stash.get(GRADES, None)
+    if grades is None:
+        return
+    if not grading_solutions(config):
+        # The course's own checks are for its maintainers: leave them out of a
+        # student's or a submission's run (they run under --impl solutions).
+        selfchecks = [item for item in items if item.get_closest_marker("selfcheck")]
+        if selfchecks:
+            config.hook.pytest_deselected(items=selfchecks)
+            items[:] = [item for item in items if not item.get_closest_marker("selfcheck")]
+    for item in items:
+        points = item.get_closest_marker("points")
+        stage = stage_of(item.path)
+        if points and stage:
+            grades.add(item, stage, float(points.args[0]))
+
+
+# ---- results ----------------------------------------------------------------
+
+class Grades:
+    """Points per test, as the run goes; written out as it goes, too.
+
+    The JSON file is rewritten when each test starts (counting it failed until
+    it finishes), so even a run killed by a hard timeout leaves a file that
+    names the test that never finished.
+    """
+
+    def __init__(self, json_path):
+        self.json_path = Path(json_path) if json_path else None
+        self.tests = {}  # nodeid -> record, in collection order
+        self.started = time.monotonic()
+
+    def add(self, item, stage, points):
+        doc = (item.function.__doc__ or "").strip().splitlines() if hasattr(item, "function") else []
+        self.tests[item.nodeid] = {
+            "stage": stage,
+            "name": item.name,
+            "description": doc[0] if doc else "",
+            "points": points,
+            "status": "not run",
+            "output": "",
+        }
+
+    def start(self, nodeid):
+        record = self.tests.get(nodeid)
+        if record:
+            record["status"] = "running"
+            record["output"] = "This test did not finish (the run was stopped or timed out)."
+            self.write_json()
+
+    def record(self, report):
+        record = self.tests.get(report.nodeid)
+        if record is None:
+            return
+        if report.failed:
+            record["status"] = "failed"
+            where = "" if report.when == "call" else f" (during {report.when})"
+            record["output"] = f"FAILED{where}\n{report.longreprtext}"
+        elif report.skipped and record["status"] != "failed":
+            record["status"] = "skipped"
+            reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+            record["output"] = reason
+        elif report.when == "call" and report.passed and record["status"] == "running":
+            record["status"] = "passed"
+            record["output"] = ""
+
+    def finish(self, nodeid):
+        self.write_json()
+
+    def earned(self, record):
+        return record["points"] if record["status"] == "passed" else 0.0
+
+    def counted(self, record):
+        """Skipped tests (a platform that cannot run them) count for nothing either way."""
+        return record["status"] not in ("skipped", "not run")
+
+    def by_stage(self):
+        stages = {}
+        for record in self.tests.values():
+            if record["status"] == "not run":
+                continue  # deselected, or the run stopped before it
+            row = stages.setdefault(record["stage"], {"earned": 0.0, "possible": 0.0,
+                                                       "passed": 0, "tests": 0, "skipped": 0})
+            if record["status"] == "skipped":
+                row["skipped"] += 1
+            elif self.counted(record):
+                row["tests"] += 1
+                row["possible"] += record["points"]
+                row["earned"] += self.earned(record)
+                row["passed"] += record["status"] == "passed"
+        return dict(sorted(stages.items()))
+
+    def write_json(self):
+        if self.json_path is None:
+            return
+        tests = []
+        for number, record in enumerate(self.tests.values(), 1):
+            if record["status"] == "not run":
+                continue
+            skipped = record["status"] == "skipped"
+            title = f"{record['stage']}: {record['name']}"
+            if record["description"]:
+                title += f" - {record['description']}"
+            test = {
+                "name": title,
+                "number": str(number),
+                "score": self.earned(record),
+                "max_score": 0.0 if skipped else record["points"],
+                "output": f"Skipped: {record['output']}" if skipped else record["output"],
+                "tags": [record["stage"]],
+                "visibility": "visible",
+            }
+            if not skipped:  # a skipped test is neither: Gradescope shows it as 0 / 0
+                test["status"] = "passed" if record["status"] == "passed" else "failed"
+            tests.append(test)
+        result = {
+            "score": sum(t["score"] for t in tests),
+            "execution_time": round(time.monotonic() - self.started, 1),
+            "output": self.scoreboard_text(),
+            # Plain text keeps the scoreboard's columns and the failures' indentation.
+            "output_format": "text",
+            "test_output_format": "text",
+            "visibility": "visible",
+            "stdout_visibility": "visible",
+            "tests": tests,
+        }
+        self.json_path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = self.json_path.with_name(self.json_path.name + ".tmp")
+        temporary.write_text(json.dumps(result, indent=2), encoding="utf-8")
+        temporary.replace(self.json_path)
+
+    def scoreboard_text(self):
+        rows = self.by_stage()
+        if not rows:
+            return ""
+        lines = [f"{'stage':<16}{'points':^13}  tests passed"]
+        total_earned = total_possible = 0.0
+        for stage, row in rows.items():
+            skipped = f"  ({row['skipped']} skipped)" if row["skipped"] else ""
+            lines.append(f"{stage:<16}{_num(row['earned']):>5} / {_num(row['possible']):<5}"
+                         f"  {row['passed']}/{row['tests']}{skipped}")
+            total_earned += row["earned"]
+            total_possible += row["possible"]
+        lines.append(f"{'total':<16}{_num(total_earned):>5} / {_num(total_possible):<5}")
+        return "\n".join(lines)
+
+
+def _num(value):
+    return f"{value:g}"
+
+
+def pytest_runtest_logstart(nodeid, location):
+    if _GRADES:
+        _GRADES[0].start(nodeid)
+
+
+def pytest_runtest_logreport(report):
+    if _GRADES:
+        _GRADES[0].record(report)
+
+
+def pytest_runtest_logfinish(nodeid, location):
+    if _GRADES:
+        _GRADES[0].finish(nodeid)
+
+
+def pytest_sessionfinish(session):
+    grades = session.config.stash.get(GRADES, None)
+    if grades is not None:
+        grades.write_json()
+
+
+def pytest_terminal_summary(terminalreporter, config):
+    grades = config.stash.get(GRADES, None)
+    if grades is None:
+        return
+    text = grades.scoreboard_text()
+    impl = impl_of(config)
+    if impl.intake is not None and impl.intake.notes:
+        terminalreporter.section("submission")
+        for note in impl.intake.notes:
+            terminalreporter.write_line(f"note: {note}")
+    if not text or config.option.collectonly:
+        return
+    terminalreporter.section("scoreboard")
+    terminalreporter.write_line(f"graded: {impl.describe()}")
+    for line in text.splitlines():
+        terminalreporter.write_line(line)
+    if grades.json_path:
+        terminalreporter.write_line(f"results written to {grades.json_path}")
