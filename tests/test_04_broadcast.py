@@ -2,8 +2,10 @@
 
 import pytest
 
-from harness.chat import (DECODE_WHOLE_LINES, RECV_IS_NOT_A_MESSAGE, expect_chat_line, expect_chat_lines,
-                          join, join_all, joined, said, send_in_pieces)
+from harness.chat import (CHAT_WAIT, DECODE_WHOLE_LINES, RECV_IS_NOT_A_MESSAGE, chat_cause,
+                          expect_chat_line, expect_chat_lines, join, join_all, joined, said, send_in_pieces)
+from harness.client import show
+from harness.freeze import check_room_survives_a_stuck_reader
 
 SENDER_GOT_ITS_OWN = "The sender must not get its own message back: send to everyone *but* the sender."
 
@@ -47,6 +49,25 @@ def test_blank_lines_are_ignored(server, connect):
     bob.send_line("after the blanks")
     expect_chat_line(alice, said("bob", "after the blanks"),
                      hint="A blank line (nothing, or only '\\r', before the '\\n') is not forwarded.")
+
+
+@pytest.mark.points(1)
+def test_whitespace_only_lines_are_blank(server, connect):
+    """Lines of only spaces or tabs are blank too: not forwarded."""
+    alice, bob = join_all(connect, ["alice", "bob"])
+    bob.send(b"   \n\t \n \t\r\n", note="sent three lines of only spaces and tabs: b'   \\n\\t \\n \\t\\r\\n'")
+    bob.send_line("after the spaces")
+    expected = said("bob", "after the spaces")
+    got = alice.read_line(CHAT_WAIT)
+    if got == expected:
+        return
+    if got is None:
+        alice._fail_missing(f"the line {expected!r}", CHAT_WAIT, None)
+    forwarded_blank = got.startswith("bob: ") and not got[len("bob: "):].strip()
+    alice._fail(f"alice expected the line {show(expected)}\n"
+                f"alice received the line {show(got)}",
+                "bob's line of only spaces or tabs was forwarded. It is blank as well: "
+                "test line.strip(), not line == ''." if forwarded_blank else chat_cause(expected, got))
 
 
 @pytest.mark.points(1)
@@ -120,3 +141,9 @@ def test_silent_client_holds_nobody_up(server, connect):
     bob = join(connect, "bob", room=[alice])
     bob.send_line("anyone there?")
     expect_chat_line(alice, said("bob", "anyone there?"))
+
+
+@pytest.mark.points(2)
+def test_stuck_reader_does_not_freeze_the_room(server, connect):
+    """A client that stops reading may hold up lines to itself, never the lines it sends."""
+    check_room_survives_a_stuck_reader(connect)

@@ -1,0 +1,187 @@
+"""Stage 04: the chat. Every client gives a username, then talks to everyone else.
+
+A client's first line is its username; the others hear "NAME joined the chat
+room!". Every later non-blank line reaches every other client as "NAME: TEXT".
+
+Run it:   python server.py [--host HOST] [--port PORT]
+Try it:   nc localhost 9801   (in two terminals: type a name, then lines)
+"""
+
+import argparse
+import socket
+import threading
+
+BUFFER_SIZE = 4096
+
+
+def parse_args():
+    parser = argparse.ArgumentParser(description="Chat server: a thread per client.")
+    parser.add_argument("--host", default="localhost", help="address to listen on (default: localhost)")
+    parser.add_argument("--port", type=int, default=9801, help="port to listen on; 0 picks a free one")
+    return parser.parse_args()
+
+
+def create_listening_socket(host, port):
+    """A TCP socket bound to (host, port) and listening for connections."""
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    # Lets a restarted server bind the port at once, instead of failing with
+    # "Address already in use" while old connections linger in TIME_WAIT.
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind((host, port))
+    listener.listen()
+    return listener
+
+
+def decode_line(raw):
+    """Bytes of one line (without its "\\n") as text, with a trailing "\\r" dropped."""
+    if raw.endswith(b"\r"):
+        raw = raw[:-1]
+    # Decoding a whole line is safe: a multi-byte character never contains the
+    # byte b"\n", so it can't be cut in two by the split. A chunk from recv() can.
+    return raw.decode("utf-8", errors="replace")
+
+
+def read_lines(connection):
+    """Yield each complete line the client sends, until it closes.
+
+    recv() returns whatever bytes have arrived: part of a line, or several
+    lines at once. Bytes wait in `pending` until their "\\n" arrives.
+    """
+    pending = bytearray()
+    while True:
+        data = connection.recv(BUFFER_SIZE)
+        if not data:  # the client closed: an unfinished line is dropped
+            return
+        pending += data
+        if b"\n" not in data:
+            continue  # no line finished yet; don't rescan a long line
+        *lines, rest = pending.split(b"\n")
+        pending = bytearray(rest)
+        for raw in lines:
+            yield decode_line(raw)
+
+
+def send_line(connection, text):
+    connection.sendall((text + "\n").encode("utf-8"))
+
+
+# ---- the chat room (new in stage 04) -------------------------------------------
+
+
+class Member:
+    """A client who has given its username: its connection and its name."""
+
+    def __init__(self, connection, name):
+        self.connection = connection
+        self.name = name
+        # Several threads may send to this client at the same moment: one at a
+        # time, so that two long lines never get mixed together on the wire.
+        self.send_lock = threading.Lock()
+
+    def send_line(self, text):
+        """Send one line to this member; a broken connection is its own thread's problem."""
+        try:
+            with self.send_lock:
+                send_line(self.connection, text)
+        except OSError:
+            pass  # this member has gone; its own thread notices and ends
+
+
+class ChatRoom:
+    """Everyone in the chat. Every thread uses it, so every use takes the lock."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._members = []
+
+    def add(self, member):
+        """Put a member in the chat; return the members who were in before it.
+
+        Adding and taking that list are one step, under the lock: exactly those
+        members hear the join line. A list taken a moment later could hold a
+        client that joined meanwhile, who would then hear of someone already there.
+        """
+        with self._lock:
+            others = list(self._members)
+            self._members.append(member)
+            return others
+
+    def everyone_but(self, sender):
+        """A copy of the list: others may join while we send, and sending is done outside the lock."""
+        with self._lock:
+            # BUG: a generator: the caller's sends run here, while the lock is held
+            for member in self._members:
+                if member is not sender:
+                    yield member
+
+
+def broadcast(room, text, sender):
+    """Send a line to every member but the sender (never while holding the lock:
+    one slow client would hold up every thread)."""
+    for member in room.everyone_but(sender):
+        member.send_line(text)
+
+
+def receive_username(lines):
+    """The client's first line is its username; None if it closed before sending one."""
+    return next(lines, None)
+
+
+def welcome(room, member):
+    """Add the member, and tell the members who were in before it (outside the lock)."""
+    for other in room.add(member):
+        other.send_line(f"{member.name} joined the chat room!")
+
+
+def relay_messages(lines, member, room):
+    """Forward each non-blank line to the others as NAME: TEXT, in the order sent."""
+    for line in lines:
+        if line.strip():  # blank lines are ignored
+            broadcast(room, f"{member.name}: {line}", member)
+
+
+def serve_client(connection, room):
+    """Runs in the client's own thread: its username, then its messages."""
+    with connection:
+        try:
+            lines = read_lines(connection)
+            name = receive_username(lines)
+            if name is None:
+                return
+            member = Member(connection, name)
+            welcome(room, member)
+            relay_messages(lines, member, room)
+        except ConnectionError:
+            pass  # the client vanished (reset): only this thread ends
+
+
+def start_client_thread(connection, room):
+    # daemon=True: these threads don't keep the process alive when main() ends.
+    thread = threading.Thread(target=serve_client, args=(connection, room), daemon=True)
+    thread.start()
+
+
+def serve_forever(listener):
+    """Accept clients forever; each one is served by a thread of its own."""
+    room = ChatRoom()
+    while True:
+        connection, address = listener.accept()
+        start_client_thread(connection, room)
+
+
+def main():
+    args = parse_args()
+    listener = create_listening_socket(args.host, args.port)
+    host, port = listener.getsockname()[:2]
+    # flush=True: when output goes to a pipe, print() waits for a full buffer otherwise.
+    print(f"Server started on {host}:{port}", flush=True)
+    try:
+        serve_forever(listener)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        listener.close()
+
+
+if __name__ == "__main__":
+    main()
