@@ -355,3 +355,13 @@ def test_concurrent_large_messages_arrive_whole(start_server, connect, story):
             fail(f"{name}'s two long lines reached alice out of order: lines from one sender must "
                  f"arrive in the order sent.\n\nWhat the test did:\n{story.render()}")
     server.assert_no_traceback()
+
+
+# ---- a client that stops reading (appended; shared with stage 04 in harness/freeze.py) ----
+
+
+@pytest.mark.points(2)
+def test_stuck_reader_does_not_freeze_the_room(server, connect):
+    """A client that stops reading may hold up lines to itself, never the lines it sends."""
+    from harness.freeze import check_room_survives_a_stuck_reader
+    check_room_survives_a_stuck_reader(connect)
