@@ -2,27 +2,37 @@
 
     python tests/points_table.py              a summary table, then one table per stage
     python tests/points_table.py --summary    only the summary (stage, tests, points)
+    python tests/points_table.py --summary --hidden ~/private/test_04_hidden.py
+                                              the same, counting a hidden test file kept
+                                              outside the repository (repeatable)
 
-Collects the tests the way a grading run does (pytest's own collection, with conftest.py's
-stage-of-a-file rule), so hidden test files (tests/test_04_hidden.py) and parametrized tests
-are counted exactly as they will be graded. Paste the output into docs/INSTRUCTORS.md.
+Collects the tests the way a grading run does (pytest's own collection, with the plugin's
+stage-of-a-file rule), so hidden test files (tests/test_04_hidden.py, or --hidden FILE) and
+parametrized tests are counted exactly as they will be graded. Paste the output into
+docs/INSTRUCTORS.md.
 """
 
 import argparse
+import contextlib
+import io
+import re
 import sys
 from pathlib import Path
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from grading_tools import ROOT, course_stages, select_stages, stage_test_files  # noqa: E402
+from grading_tools import ROOT, TESTS, course_stages, select_stages, stage_test_files  # noqa: E402
+
+HIDDEN_NAME = re.compile(r"^test_(\d\d)_[a-z0-9_]*\.py$")  # the plugin's stage-of-a-file rule
 
 
 class Collector:
     """A pytest plugin that keeps the graded tests it sees being collected."""
 
-    def __init__(self):
+    def __init__(self, hidden=()):
         self.rows = []
+        self.hidden = {Path(path).resolve() for path in hidden}
 
     def pytest_collection_modifyitems(self, items):
         for item in items:
@@ -33,7 +43,7 @@ class Collector:
             doc = (getattr(function, "__doc__", None) or "").strip().splitlines()
             stage = stage_of_file(item.path.name)
             self.rows.append((stage, item.path.name, item.name, float(points.args[0]),
-                              doc[0].strip() if doc else ""))
+                              doc[0].strip() if doc else "", Path(item.path).resolve() in self.hidden))
 
 
 def stage_of_file(filename):
@@ -44,18 +54,41 @@ def stage_of_file(filename):
     return "?"
 
 
-def collect(files):
-    collector = Collector()
-    args = ["--collect-only", "-q", "-p", "no:cacheprovider", "--impl", "solutions",
-            "--rootdir", str(ROOT), "-c", str(ROOT / "pytest.ini"), *map(str, files)]
-    import io
-    import contextlib
+def collect(files, hidden=()):
+    collector = Collector(hidden)
+    args = ["--collect-only", "-q", "-p", "no:cacheprovider", "--impl=solutions",
+            "--rootdir", str(ROOT), "-c", str(ROOT / "pytest.ini"), *map(str, files), *map(str, hidden)]
+    # A hidden file kept outside tests/ imports the harness as the course's tests do.
+    if str(TESTS) not in sys.path:
+        sys.path.insert(0, str(TESTS))
     with contextlib.redirect_stdout(io.StringIO()):
         status = pytest.main(args, plugins=[collector])
     if status not in (0, 5):
         raise SystemExit(f"collecting the tests failed (pytest exit status {status}); "
-                         f"run: python -m pytest --collect-only {' '.join(map(str, files))}")
+                         f"run: python -m pytest --collect-only {' '.join(map(str, [*files, *hidden]))}")
     return collector.rows
+
+
+def hidden_files(paths, stages):
+    """The --hidden files that add tests to the chosen stages; refuses misnamed or missing ones."""
+    chosen = []
+    for path in paths:
+        path = Path(path).expanduser()
+        match = HIDDEN_NAME.match(path.name)
+        if not path.is_file() or not match:
+            raise SystemExit(f"{path}: a hidden test file must exist and be named test_NN_something.py "
+                             f"(NN: the stage it grades)")
+        if (TESTS / path.name).exists():
+            # pytest could not import two modules of one name; the one in tests/ is what is graded.
+            print(f"note: tests/{path.name} exists already and is counted; {path} is not",
+                  file=sys.stderr)
+            continue
+        if not any(stage[:2] == match.group(1) for stage in stages):
+            print(f"note: {path} grades stage {match.group(1)}, which is not in this table",
+                  file=sys.stderr)
+            continue
+        chosen.append(path.resolve())
+    return chosen
 
 
 def cell(text):
@@ -63,15 +96,23 @@ def cell(text):
 
 
 def render(rows, stages, summary_only=False):
-    lines = ["| stage | graded tests | points |", "|---|---:|---:|"]
-    total_tests = total_points = 0
+    """Markdown: the summary (a column of hidden points when any row is hidden), then per stage."""
+    with_hidden = any(r[5] for r in rows)
+    lines = ["| stage | graded tests | points |" + (" of which hidden |" if with_hidden else ""),
+             "|---|---:|---:|" + ("---:|" if with_hidden else "")]
+    total_tests = total_points = total_hidden = 0
     for stage in stages:
         mine = [r for r in rows if r[0] == stage]
         points = sum(r[3] for r in mine)
-        lines.append(f"| {stage} | {len(mine) or 'no tests yet'} | {points:g} |")
+        hidden = [r for r in mine if r[5]]
+        hidden_cell = f" {len(hidden)} tests, {sum(r[3] for r in hidden):g} points |" if hidden else " |"
+        lines.append(f"| {stage} | {len(mine) or 'no tests yet'} | {points:g} |"
+                     + (hidden_cell if with_hidden else ""))
         total_tests += len(mine)
         total_points += points
-    lines.append(f"| **total** | **{total_tests}** | **{total_points:g}** |")
+        total_hidden += sum(r[3] for r in hidden)
+    lines.append(f"| **total** | **{total_tests}** | **{total_points:g}** |"
+                 + (f" **{total_hidden:g} points** |" if with_hidden else ""))
     if summary_only:
         return "\n".join(lines)
     for stage in stages:
@@ -80,8 +121,9 @@ def render(rows, stages, summary_only=False):
             continue
         lines += ["", f"#### {stage} ({sum(r[3] for r in mine):g} points)", "",
                   "| test | points | what it checks |", "|---|---:|---|"]
-        for _, filename, name, points, doc in mine:
+        for _, filename, name, points, doc, hidden in mine:
             extra = "" if filename.startswith(f"test_{stage}") else f" ({filename})"
+            extra = f" ({filename}, hidden)" if hidden else extra
             lines.append(f"| `{cell(name)}`{extra} | {points:g} | {cell(doc)} |")
     return "\n".join(lines)
 
@@ -90,10 +132,14 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description="Markdown table of the points per stage and test")
     parser.add_argument("--summary", action="store_true", help="only the table of stages")
     parser.add_argument("--stages", action="append", default=[], help="only these stages")
+    parser.add_argument("--hidden", type=Path, action="append", default=[], metavar="FILE",
+                        help="a test file of your own kept outside tests/ (test_NN_something.py), "
+                             "counted in its stage and marked hidden (repeatable)")
     args = parser.parse_args(argv)
     stages = select_stages(course_stages(), args.stages)
     files = [f for stage in stages for f in stage_test_files(stage)]
-    rows = collect(files) if files else []
+    hidden = hidden_files(args.hidden, stages)
+    rows = collect(files, hidden) if files or hidden else []
     print(render(rows, stages, args.summary))
     return 0
 
