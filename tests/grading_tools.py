@@ -1,7 +1,14 @@
 """Helpers shared by the instructors' tools (grade_all.py, trust.py, gradescope/run_autograder).
 
-Not a test file: no test_ prefix, so pytest never collects it. Standard library only,
-so the tools run with the interpreter that runs the course.
+Not a test file: no test_ prefix, so pytest never collects it. Standard library and the
+course's grader package only, so the tools run with the interpreter that runs the course.
+
+A grading run, as every tool does it:
+
+    intake = take_in_submission(entry, work / "impl")      # only the listed programs
+    sandbox = sandbox_for(slot)                            # an unprivileged uid when root
+    command = pytest_command(work / "impl", json_path, stage_test_files(stage))
+    status, seconds = run_isolated(command, ROOT, timeout, log_path, sandbox=sandbox)
 """
 
 import json
@@ -17,6 +24,9 @@ import zipfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # the grader package, also when the course is not installed
+    sys.path.insert(0, str(ROOT))
+from grader.intake import take_in  # noqa: E402
 TESTS = ROOT / "tests"
 STAGE_NAME = re.compile(r"^(\d\d)_[A-Za-z0-9_]+$")
 STAGE_TEST_FILE = re.compile(r"^test_(\d\d)_[a-z0-9_]*\.py$")  # as in conftest.py
@@ -114,22 +124,142 @@ def copy_submission(source, into):
         pass  # an unreadable file is left out; the tests report what is missing
 
 
+def take_in_submission(entry, dest):
+    """Copy exactly the program files course.toml lists out of a submission (folder or .zip).
+
+    Returns an Intake: layout (where the stage folders were found), copied, notes (what
+    was refused or not found). Nothing else of the submission is ever copied.
+    """
+    intake = take_in(entry, dest, ROOT)
+    for folder in [Path(dest), *Path(dest).rglob("*")]:
+        # Readable by the grading user the programs may run as; writable by nobody else.
+        os.chmod(folder, 0o755 if folder.is_dir() else 0o644)
+    return intake
+
+
+def pytest_command(impl_dir, json_path, test_files, extra=()):
+    """The pytest command line of a grading run, with the course's configuration pinned.
+
+    -c and --rootdir make the course's pytest.ini the configuration whatever is on the
+    command line; --impl= and --grade-json= in one token each are never taken for test
+    paths, so pytest looks at nothing of the submission.
+    """
+    return [sys.executable, "-m", "pytest", "-c", str(ROOT / "pytest.ini"), "--rootdir", str(ROOT),
+            f"--impl={impl_dir}", f"--grade-json={json_path}", "-p", "no:cacheprovider",
+            "-q", "--color=no", *extra, *map(str, test_files)]
+
+
+# ---- an unprivileged user for the programs under test (POSIX, as root) -------
+
+SANDBOX_VARIABLE = "THREADED_CHAT_SANDBOX"  # read by tests/harness/process.py
+SANDBOX_FIRST_UID = 64100  # uids with no account: nothing else runs as them
+
+
+class SandboxError(Exception):
+    """The grading user cannot run the programs: grading stops rather than run them as root."""
+
+
+class Sandbox:
+    """An unprivileged uid/gid that the programs under test of one grading job run as."""
+
+    def __init__(self, uid, gid=None, name=None):
+        self.uid = uid
+        self.gid = uid if gid is None else gid
+        self.name = name or f"uid {uid}"
+
+    def environment(self, env):
+        env = dict(env)
+        env[SANDBOX_VARIABLE] = f"{self.uid}:{self.gid}"
+        return env
+
+    def check(self, *paths):
+        """Raise SandboxError unless this user can run Python on the launcher and read `paths`."""
+        probe = ("import os, sys\n"
+                 "for path in sys.argv[1:]:\n"
+                 "    if not os.access(path, os.R_OK):\n"
+                 "        sys.exit('cannot read ' + path)\n")
+        needed = [str(ROOT / "grader" / "launch.py"), str(ROOT / "tests" / "noise"), *map(str, paths)]
+        try:
+            result = subprocess.run([sys.executable, "-c", probe, *needed], cwd="/", user=self.uid,
+                                    group=self.gid, extra_groups=[], capture_output=True, text=True,
+                                    timeout=60, env={"PATH": os.environ.get("PATH", "")})
+            problem = (result.stderr or result.stdout).strip().splitlines()[-1:] if result.returncode else None
+        except (OSError, subprocess.SubprocessError) as error:
+            problem = [repr(error)]
+        if problem:
+            raise SandboxError(
+                f"The grading user ({self.name}) cannot run {sys.executable} on the course: {problem[0]}\n"
+                f"Student programs are never run as root. Make the interpreter, the course folder and\n"
+                f"every folder above them readable and searchable by others (chmod o+rx), e.g. create\n"
+                f"the virtual environment outside /root; or grade as an ordinary user.")
+
+    def kill_everything(self):
+        """Kill every process of this uid (stopped first, so none can fork meanwhile)."""
+        from grader.launch import kill_all
+        for _ in range(50):
+            pids = processes_of_user(self.uid)
+            if not pids:
+                return
+            kill_all(pids)
+            time.sleep(0.05)
+
+
+def sandbox_for(slot):
+    """The Sandbox for concurrent job number `slot` when running as root on POSIX; else None."""
+    if IS_WINDOWS or os.geteuid() != 0:
+        return None
+    return Sandbox(SANDBOX_FIRST_UID + slot)
+
+
+def processes_of_user(uid):
+    """Pids of the processes whose real or effective uid is `uid` (Linux /proc; else ps)."""
+    found = []
+    proc = Path("/proc")
+    if proc.is_dir():
+        for entry in proc.iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                for line in (entry / "status").read_text().splitlines():
+                    if line.startswith("Uid:"):
+                        if str(uid) in line.split()[1:3]:
+                            found.append(int(entry.name))
+                        break
+            except OSError:
+                pass
+        return found
+    try:
+        listing = subprocess.run(["ps", "-A", "-o", "pid=,uid="], capture_output=True, text=True,
+                                 timeout=10).stdout
+    except (OSError, subprocess.SubprocessError):
+        return found
+    for line in listing.split("\n"):
+        parts = line.split()
+        if len(parts) == 2 and parts[1] == str(uid):
+            found.append(int(parts[0]))
+    return found
+
+
 # ---- running a child with a deadline, then leaving nothing behind ------------
 
 TOKEN_VARIABLE = "THREADED_CHAT_GRADING_RUN"
 
 
-def run_isolated(command, cwd, timeout, log_path, env=None, user=None):
+def run_isolated(command, cwd, timeout, log_path, env=None, user=None, sandbox=None):
     """Run `command` in its own process group under a deadline; kill all it started.
 
     Returns (exit status or None when the deadline passed, seconds taken). On the
     deadline pytest first gets Ctrl+C (SIGINT), so its fixtures stop the servers
     and it writes its results; 5 s later everything left is killed. Every process
     started under it carries a token in its environment, so even one that left
-    the process tree (a daemon) is found and killed on Linux.
+    the process tree (a daemon) is found and killed on Linux. With a `sandbox`
+    the programs under test run as its uid, and every process of that uid is killed
+    at the end, whatever became of its environment.
     """
     token = uuid.uuid4().hex
     env = dict(os.environ if env is None else env)
+    if sandbox is not None:
+        env = sandbox.environment(env)
     env[TOKEN_VARIABLE] = token
     env.setdefault("PYTHONDONTWRITEBYTECODE", "1")
     options = {}
@@ -156,6 +286,8 @@ def run_isolated(command, cwd, timeout, log_path, env=None, user=None):
                 pass
         finally:
             kill_everything(proc, token)
+            if sandbox is not None:
+                sandbox.kill_everything()
     return status, time.monotonic() - started
 
 

@@ -18,7 +18,15 @@ from pathlib import Path
 
 import pytest
 
+from grader.launch import descendants, kill_all
+
 IS_WINDOWS = sys.platform == "win32"
+LAUNCHER = Path(__file__).resolve().parents[2] / "grader" / "launch.py"
+# Set by the grading tools when they run as root: "UID:GID" of the user programs run as.
+SANDBOX_VARIABLE = "THREADED_CHAT_SANDBOX"
+# Output kept per stream: the start, and the most recent rest (a flood is cut in the middle).
+KEEP_HEAD = 256 * 1024
+KEEP_TAIL = 1024 * 1024
 STARTED_LINE = re.compile(r"^Server started on (?P<host>\S+):(?P<port>\d+)\s*$")
 NOISE_DIR = Path(__file__).resolve().parent.parent / "noise"
 
@@ -50,6 +58,15 @@ atexit.register(stop_all_programs)
 if not IS_WINDOWS and threading.current_thread() is threading.main_thread():
     if signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
         signal.signal(signal.SIGTERM, _stop_all_then_terminate)
+
+
+def grading_user():
+    """(uid, gid) to run programs as, when the grading tools asked for it; else None."""
+    value = os.environ.get(SANDBOX_VARIABLE, "")
+    if not value:
+        return None
+    uid, _, gid = value.partition(":")
+    return int(uid), int(gid or uid)
 
 
 def fail(message):
@@ -95,13 +112,19 @@ class Program:
             env["PYTHONPATH"] = os.pathsep.join(
                 p for p in (str(NOISE_DIR), env.get("PYTHONPATH", "")) if p)
         options = {}
+        self.command = [sys.executable, str(self.path), *map(str, args)]
+        launch = self.command
         if IS_WINDOWS:
             options["creationflags"] = subprocess.CREATE_NEW_PROCESS_GROUP
         else:
             options["start_new_session"] = True  # its own process group
-        self.command = [sys.executable, str(self.path), *map(str, args)]
+            # Through the launcher: resource limits, and nothing it starts escapes the clean-up.
+            sandbox = grading_user()
+            launch = [sys.executable, str(LAUNCHER), *(["--sandboxed"] if sandbox else []), "--", *self.command]
+            if sandbox:  # graded as root: the program runs as an unprivileged user of its own
+                options.update(user=sandbox[0], group=sandbox[1], extra_groups=[])
         self.proc = subprocess.Popen(
-            self.command,
+            launch,
             cwd=str(self.path.parent),
             env=env,
             stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
@@ -109,6 +132,7 @@ class Program:
             stderr=subprocess.PIPE,
             **options,
         )
+        self._pid = None
         RUNNING.add(self)
         self.started_at = time.monotonic()
         self._changed = threading.Condition()
@@ -129,6 +153,11 @@ class Program:
             with self._changed:
                 if chunk:
                     into.extend(chunk)
+                    if len(into) > KEEP_HEAD + 2 * KEEP_TAIL:
+                        # An output flood: keep its start and its latest part, bounded.
+                        marker = b"\n[... output cut by the test harness ...]\n"
+                        del into[KEEP_HEAD:len(into) - KEEP_TAIL]
+                        into[KEEP_HEAD:KEEP_HEAD] = marker
                 self._changed.notify_all()
             if not chunk:
                 return
@@ -196,10 +225,24 @@ class Program:
             pytest.skip("SIGINT cannot be sent to a single process on Windows")
         os.kill(self.proc.pid, signal.SIGINT)
 
+    @property
+    def pid(self):
+        """The program's own process id (the launcher's child, where there is a launcher)."""
+        if IS_WINDOWS or self._pid is not None:
+            return self._pid or self.proc.pid
+        try:
+            children = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children").read_text().split()
+        except OSError:
+            children = []
+        if children:
+            self._pid = int(children[0])
+            return self._pid
+        return self.proc.pid  # not started yet, or no /proc: the launcher stands for it
+
     def cpu_seconds(self):
         """User + system CPU time the program has used so far (Linux only, else None)."""
         try:
-            fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+            fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
         except OSError:
             return None
         ticks = int(fields[11]) + int(fields[12])  # utime, stime
@@ -209,7 +252,10 @@ class Program:
         """Kill the program and all its children; safe to call twice."""
         RUNNING.discard(self)
         if not IS_WINDOWS:
-            # The whole process group: even after the program itself has exited,
+            # Everything below the launcher first, while it is alive: a process that left
+            # the group (a daemon in a session of its own) was re-parented to it (Linux).
+            kill_all(descendants(self.proc.pid))
+            # Then the whole process group: even after the program itself has exited,
             # a child it started may live on.
             try:
                 os.killpg(self.proc.pid, signal.SIGKILL)

@@ -184,7 +184,7 @@ class ClientProgram(Program):
         CPU falls when other programs compete for it.
         """
         try:
-            tasks = list(Path(f"/proc/{self.proc.pid}/task").iterdir())
+            tasks = list(Path(f"/proc/{self.pid}/task").iterdir())
         except OSError:
             return None
         runnable = 0

@@ -1,0 +1,182 @@
+"""Start one program under test with resource limits, and leave nothing of it behind (POSIX).
+
+    python grader/launch.py [--sandboxed] -- PYTHON PROGRAM.py ARGS...
+
+The harness starts every student program through this small launcher. The launcher
+- sets resource limits that the program and all it starts inherit: memory, the size of
+  a file it writes, CPU time, no core dumps, and (when it runs as an unprivileged
+  grading user: --sandboxed) the number of processes, which bounds a fork bomb;
+- on Linux, becomes a "child subreaper": a process the program starts and abandons,
+  even a double-forked daemon in a session of its own, is re-parented to the launcher
+  instead of to init, so the harness still finds it among the launcher's descendants;
+- passes Ctrl+C (SIGINT), SIGTERM and SIGHUP on to the program, and exits with the
+  program's own status, so the tests see the program's behaviour;
+- once the program has exited, kills whatever it left behind.
+It is started by the harness, never imported by a submission, and uses the standard library only.
+"""
+
+import ctypes
+import os
+import resource
+import signal
+import subprocess
+import sys
+import time
+
+GIB = 1024 ** 3
+LIMITS = {
+    # Virtual memory: room for 250 threads' stacks (8 MB each) and a chat's buffers.
+    "RLIMIT_AS": 6 * GIB,
+    # A program under test writes no files; this stops one that fills the disk.
+    "RLIMIT_FSIZE": 64 * 1024 ** 2,
+    # Far above any stage's time limit: only a runaway process reaches it.
+    "RLIMIT_CPU": 900,
+    "RLIMIT_CORE": 0,
+}
+# Processes (threads count too on Linux) of the grading user, all its programs together;
+# for an ordinary user, this many more than it runs already.
+SANDBOX_PROCESSES = 2048
+PR_SET_CHILD_SUBREAPER = 36
+FORWARDED = ("SIGINT", "SIGTERM", "SIGHUP")
+
+
+def set_limits(sandboxed):
+    limits = dict(LIMITS)
+    # Counted per user, never enforced for root: bounds a fork bomb for a grading user of
+    # its own, and for an ordinary user (Linux, where its tasks can be counted).
+    if sandboxed:
+        limits["RLIMIT_NPROC"] = SANDBOX_PROCESSES
+    elif os.geteuid() != 0 and sys.platform.startswith("linux"):
+        limits["RLIMIT_NPROC"] = tasks_of_user(os.getuid()) + SANDBOX_PROCESSES
+    for name, value in limits.items():
+        which = getattr(resource, name, None)
+        if which is None:
+            continue
+        soft, hard = resource.getrlimit(which)
+        if hard != resource.RLIM_INFINITY:
+            value = min(value, hard)
+        try:
+            resource.setrlimit(which, (value, value if hard == resource.RLIM_INFINITY else hard))
+        except (ValueError, OSError):
+            pass  # not enforced on this system (macOS ignores some): the other limits still hold
+
+
+def tasks_of_user(uid):
+    """Processes and threads this user runs now (Linux /proc)."""
+    count = 0
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/status") as handle:
+                fields = dict(line.split(":", 1) for line in handle if ":" in line)
+            if fields["Uid"].split()[0] == str(uid):
+                count += int(fields["Threads"])
+        except (OSError, KeyError, ValueError):
+            pass
+    return count
+
+
+def become_subreaper():
+    """Linux only: orphans of the program are re-parented here, not to init."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
+
+
+def children_table():
+    """{parent pid: [child pids]} from /proc (Linux); {} elsewhere."""
+    table = {}
+    try:
+        names = os.listdir("/proc")
+    except OSError:
+        return table
+    for name in names:
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as handle:
+                fields = handle.read().rsplit(b")", 1)[1].split()
+            table.setdefault(int(fields[1]), []).append(int(name))
+        except (OSError, IndexError, ValueError):
+            pass
+    return table
+
+
+def descendants(pid):
+    """Every process below `pid` (orphans included, once `pid` is a subreaper)."""
+    table = children_table()
+    found, frontier = [], [pid]
+    while frontier:
+        for child in table.get(frontier.pop(), []):
+            if child not in found:
+                found.append(child)
+                frontier.append(child)
+    return found
+
+
+def kill_all(pids):
+    """Stop them first (a stopped process cannot fork), then kill them."""
+    for sig in (signal.SIGSTOP, signal.SIGKILL):
+        for pid in pids:
+            try:
+                os.kill(pid, sig)
+            except OSError:
+                pass
+
+
+def reap_leftovers():
+    """Kill everything below the launcher, until nothing is left (bounded)."""
+    for _ in range(50):
+        left = descendants(os.getpid())
+        if not left:
+            return
+        kill_all(left)
+        # Collect the zombies re-parented to us, so they do not show up again.
+        deadline = time.monotonic() + 0.2
+        while time.monotonic() < deadline:
+            try:
+                pid, _ = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                break
+            if pid == 0:
+                time.sleep(0.01)
+
+
+def main(argv):
+    sandboxed = "--sandboxed" in argv[:argv.index("--")]
+    command = argv[argv.index("--") + 1:]
+    set_limits(sandboxed)
+    become_subreaper()
+    started = []  # the program, once it runs; a signal before that is held for it
+    for name in FORWARDED:
+        signal.signal(getattr(signal, name), lambda signum, frame: _forward(started, signum))
+    started.append(subprocess.Popen(command))  # inherits the streams, the limits, the group
+    program = started[0]
+    # Our copies of the streams are not needed: the program's end of file is its own.
+    null = os.open(os.devnull, os.O_RDWR)
+    for descriptor in (0, 1, 2):
+        os.dup2(null, descriptor)
+    status = program.wait()
+    reap_leftovers()
+    if status < 0:  # killed by a signal: end the same way, so the harness sees it
+        signal.signal(-status, signal.SIG_DFL)
+        os.kill(os.getpid(), -status)
+    return status
+
+
+def _forward(started, signum):
+    if not started:
+        return  # not started yet: nothing to pass the signal to
+    try:
+        started[0].send_signal(signum)
+    except OSError:
+        pass
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
