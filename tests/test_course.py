@@ -3,15 +3,21 @@
 - every stage folder is complete: instructions, starter, solution, tests;
 - every graded test carries points;
 - every starter fails its stage's tests (nothing is solved already);
-- every buggy variant in tests/variants/ fails each test aimed at it.
+- every buggy variant in tests/variants/ fails each test aimed at it;
+- every alternative correct solution in tests/alternatives/ passes its stage
+  (but the tests its alternative.json lists as known failures);
+- slow mode (marker slow_mode): the solutions of the chat stages (04 on) and
+  their alternatives pass with THREADED_CHAT_NOISE=slow, which slows every
+  program at random (tests/noise/sitecustomize.py): no test needs a quick server.
 
-Stages and variants are discovered from the folders, so a stage or a variant
+Stages, variants and alternatives are discovered from the folders, so one
 added later is checked without editing this file.
 """
 
 import ast
 import difflib
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -23,6 +29,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 TESTS = ROOT / "tests"
 VARIANTS = TESTS / "variants"
+ALTERNATIVES = TESTS / "alternatives"
 PROGRAMS = ("server.py", "client.py")
 RUN_DEADLINE = 300  # seconds for one inner pytest run; far above what any takes
 # A variant is its solution with one bug put back: a small diff. When a solution
@@ -47,8 +54,14 @@ def variant_folders():
 
 # ---- running the graded tests on something else, in a child pytest -----------
 
-def run_graded(test_files, impl, select=None, stop_at_first_failure=False):
-    """Run the graded tests on `impl` in a child pytest; return its results.json."""
+def run_graded(test_files, impl, select=None, stop_at_first_failure=False, noise=None):
+    """Run the graded tests on `impl` in a child pytest; return its results.json.
+
+    noise: the child's THREADED_CHAT_NOISE ("slow"), else it inherits this run's.
+    """
+    env = dict(os.environ)
+    if noise:
+        env["THREADED_CHAT_NOISE"] = noise
     with tempfile.TemporaryDirectory() as scratch:
         results = Path(scratch) / "results.json"
         command = [sys.executable, "-m", "pytest", *map(str, test_files), "--impl", str(impl),
@@ -58,7 +71,7 @@ def run_graded(test_files, impl, select=None, stop_at_first_failure=False):
         if stop_at_first_failure:
             command.append("-x")
         finished = subprocess.run(command, cwd=ROOT, capture_output=True, text=True,
-                                  timeout=RUN_DEADLINE, stdin=subprocess.DEVNULL)
+                                  timeout=RUN_DEADLINE, stdin=subprocess.DEVNULL, env=env)
         if not results.exists():
             pytest.fail(f"The child pytest wrote no results (status {finished.returncode}):\n"
                         f"{finished.stdout[-3000:]}\n{finished.stderr[-3000:]}", pytrace=False)
@@ -70,15 +83,20 @@ def run_graded(test_files, impl, select=None, stop_at_first_failure=False):
 def status_of(report, test_name):
     """'passed' / 'failed' for a test function name in a results.json, or None if it did not run."""
     for test in report["tests"]:
-        name = test["name"].split(": ", 1)[1].split(" - ", 1)[0]
-        if name.split("[", 1)[0] == test_name:
+        if graded_test_name(test) == test_name:
             return test.get("status", "skipped")
     return None
 
 
+def graded_test_name(test):
+    """The test function's name, from a results.json entry "STAGE: NAME[PARAM] - DESCRIPTION"."""
+    name = test["name"].split(": ", 1)[1].split(" - ", 1)[0]
+    return name.split("[", 1)[0]
+
+
 @pytest.fixture(scope="module")
-def child_runs():
-    """Runs the starter and variant checks two at a time (they mostly wait on sockets)."""
+def child_runs(request):
+    """Runs the starter, variant and alternative checks two at a time (they mostly wait on sockets)."""
     with ThreadPoolExecutor(max_workers=2) as pool:
         jobs = {}
         for stage in stage_names():
@@ -88,6 +106,7 @@ def child_runs():
             spec = read_variant(folder)
             jobs[("variant", folder.name)] = pool.submit(
                 run_graded, stage_test_files(spec["stage"]), folder, select=spec["caught_by"])
+        submit_alternative_runs(pool, jobs, selected_tests(request))
         yield jobs
         for job in jobs.values():
             job.cancel()
@@ -172,3 +191,134 @@ def test_variant_is_caught(variant, child_runs):
         f"Variant {variant} ({spec['bug']}) was not caught by: "
         + ", ".join(f"{name} ({status or 'did not run: no such test?'})" for name, status in missed.items())
         + f"\n{report['pytest_output']}")
+
+
+# ---- alternative correct solutions, and slow mode ------------------------------------
+#
+# The graded tests were first proven on the reference solutions only, so they
+# could lean on how fast, and in what order, those happen to do things. Correct
+# programs of other designs (tests/alternatives/NAME/STAGE/ + alternative.json),
+# and every correct program slowed down at random (THREADED_CHAT_NOISE=slow),
+# must pass too: a failure here is a test that is unfair to a correct program.
+
+# Slow mode checks the chat stages: from 04 on, what a server does and when
+# depends on several clients at once.
+FIRST_SLOW_MODE_STAGE = "04"
+
+
+def alternative_folders():
+    return sorted(p.parent for p in ALTERNATIVES.glob("*/alternative.json"))
+
+
+def read_alternative(folder):
+    return json.loads((folder / "alternative.json").read_text(encoding="utf-8"))
+
+
+def alternative_problems(folder):
+    """What is wrong with an alternative's folder or alternative.json (nothing: [])."""
+    try:
+        spec = read_alternative(folder)
+    except (OSError, ValueError) as error:
+        return [f"{folder.name}/alternative.json cannot be read: {error}"]
+    if not isinstance(spec, dict):
+        return [f"{folder.name}/alternative.json should be an object with stage and design"]
+    problems = []
+    stage = spec.get("stage")
+    if stage not in stage_names():
+        problems.append(f"{folder.name}/alternative.json: stage {stage!r} is not one of {stage_names()}")
+    elif not any((folder / stage / program).is_file() for program in PROGRAMS):
+        problems.append(f"{folder.name}/{stage}/ has no server.py or client.py")
+    if not str(spec.get("design", "")).strip():
+        problems.append(f"{folder.name}/alternative.json has no design (one sentence: how it is built)")
+    known = spec.get("known_failures", [])
+    if not isinstance(known, list) or not all(isinstance(name, str) for name in known):
+        problems.append(f"{folder.name}/alternative.json: known_failures should be a list of test names")
+    return problems
+
+
+def known_failures(folder):
+    return set(read_alternative(folder).get("known_failures", []))
+
+
+def slow_mode_stages():
+    return [stage for stage in stage_names()
+            if stage[:2] >= FIRST_SLOW_MODE_STAGE and (ROOT / "solutions" / stage).is_dir()]
+
+
+def slow_mode_alternatives():
+    """The alternatives of slow-mode stages (a malformed one is reported by its own check)."""
+    return [folder for folder in alternative_folders()
+            if not alternative_problems(folder) and read_alternative(folder)["stage"] in slow_mode_stages()]
+
+
+def selected_tests(request):
+    """Names (with parameters) of the tests this run will run: only their child runs are started."""
+    return {item.name for item in request.session.items}
+
+
+def submit_alternative_runs(pool, jobs, selected):
+    """Start the child runs of the alternative and slow-mode checks that this run selected."""
+    for folder in alternative_folders():
+        if f"test_alternative_passes_its_stage[{folder.name}]" in selected and not alternative_problems(folder):
+            stage = read_alternative(folder)["stage"]
+            jobs[("alternative", folder.name)] = pool.submit(run_graded, stage_test_files(stage), folder)
+    for stage in slow_mode_stages():
+        if f"test_solution_passes_in_slow_mode[{stage}]" in selected:
+            jobs[("slow", stage)] = pool.submit(
+                run_graded, stage_test_files(stage), ROOT / "solutions", noise="slow")
+    for folder in slow_mode_alternatives():
+        if f"test_alternative_passes_in_slow_mode[{folder.name}]" in selected:
+            stage = read_alternative(folder)["stage"]
+            jobs[("slow alternative", folder.name)] = pool.submit(
+                run_graded, stage_test_files(stage), folder, noise="slow")
+
+
+def assert_passes_its_stage(report, what, stage, expected_failures=()):
+    """Every graded test of the stage ran and passed, but the expected failures."""
+    ran = {graded_test_name(test) for test in report["tests"]}
+    assert ran, f"no graded test of {stage} ran against {what}:\n{report['pytest_output']}"
+    unknown = set(expected_failures) - ran
+    assert not unknown, (f"{what}: known_failures names {sorted(unknown)}, which are no tests of {stage} "
+                         f"(renamed? fixed and removed?)")
+    failed = [test for test in report["tests"]
+              if test.get("status") == "failed" and graded_test_name(test) not in expected_failures]
+    assert not failed, (
+        f"{what} is correct, but failed {len(failed)} test(s) of {stage}. Each is a test that leans on\n"
+        f"something the contract does not promise (speed, an order between clients, one design):\n\n"
+        + "\n\n".join(f"{test['name']}\n{tail_of(test['output'])}" for test in failed))
+
+
+def tail_of(text, lines=30):
+    kept = text.rstrip("\n").splitlines()
+    cut = ["    ..."] if len(kept) > lines else []
+    return "\n".join(cut + ["    " + line for line in kept[-lines:]])
+
+
+@pytest.mark.parametrize("alternative", [f.name for f in alternative_folders()])
+def test_alternative_passes_its_stage(alternative, child_runs):
+    """A correct solution of another design passes every test of its stage (but its known failures)."""
+    folder = ALTERNATIVES / alternative
+    problems = alternative_problems(folder)
+    assert not problems, "\n".join(problems)
+    report = child_runs[("alternative", alternative)].result()
+    stage = read_alternative(folder)["stage"]
+    assert_passes_its_stage(report, f"alternatives/{alternative} ({read_alternative(folder)['design']})",
+                            stage, known_failures(folder))
+
+
+@pytest.mark.slow_mode
+@pytest.mark.parametrize("stage", slow_mode_stages())
+def test_solution_passes_in_slow_mode(stage, child_runs):
+    """The reference solution passes its stage when slowed down at random (THREADED_CHAT_NOISE=slow)."""
+    report = child_runs[("slow", stage)].result()
+    assert_passes_its_stage(report, f"solutions/{stage} in slow mode", stage)
+
+
+@pytest.mark.slow_mode
+@pytest.mark.parametrize("alternative", [f.name for f in slow_mode_alternatives()])
+def test_alternative_passes_in_slow_mode(alternative, child_runs):
+    """An alternative solution passes its stage when slowed down at random (but its known failures)."""
+    folder = ALTERNATIVES / alternative
+    report = child_runs[("slow alternative", alternative)].result()
+    assert_passes_its_stage(report, f"alternatives/{alternative} in slow mode",
+                            read_alternative(folder)["stage"], known_failures(folder))
