@@ -4,62 +4,73 @@
     python gradescope/make_autograder.py --out build/ag.zip --timeout 900 \\
         --hidden ~/course-private/test_04_hidden.py --hidden-visibility after_due_date
 
-The zip holds, at its root (as Gradescope wants): setup.sh, run_autograder, requirements.txt,
-pytest.ini, tests/ (the harness and the graded test files; not the variants or the course's
-self-checks), one empty-but-for-a-note folder per stage in solutions/ (conftest.py learns the
-stage names from them; no solution code is shipped), and gradescope/settings.json.
-Hidden test files are added to tests/ and run separately, shown to students with
---hidden-visibility (Gradescope: hidden, after_due_date, after_published or visible).
+The zip holds, at its root (as Gradescope wants): setup.sh and run_autograder; the course's
+grader package (pyproject.toml, course.toml, grader/), which setup.sh installs; pytest's
+settings (pytest.ini, conftest.py, requirements.txt); tests/ (the harness and the graded test
+files of the chosen stages; not the variants or the course's self-checks); and
+gradescope/settings.json. No solution code is shipped.
+
+Hidden test files are added to tests/ and run after the public ones, within the same time
+limit; their tests are shown to students as --hidden-visibility says (Gradescope: hidden,
+after_due_date, after_published or visible). Before writing the zip's name, the tests in it
+are collected from an unpacked copy, as Gradescope will run them, and the points printed:
+set the assignment's autograder points to the total.
 """
 
 import argparse
 import json
 import re
+import subprocess
 import sys
+import tempfile
 import zipfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 HERE = ROOT / "gradescope"
-STAGE = re.compile(r"^\d\d_[A-Za-z0-9_]+$")
 STAGE_TEST_FILE = re.compile(r"^test_(\d\d)_[a-z0-9_]*\.py$")
 VISIBILITIES = ("hidden", "after_due_date", "after_published", "visible")
+# What grading needs besides the test files: the installable grader package and its settings.
+TOP_FILES = ["requirements.txt", "pytest.ini", "conftest.py", "course.toml", "pyproject.toml", "LICENSE"]
+PACKAGE_FOLDERS = ["grader"]
 TEST_SUPPORT = ["conftest.py", "grading_tools.py", "README.md"]
 TEST_FOLDERS = ["harness", "noise"]
+ZIP_DATE = (2020, 1, 1, 0, 0, 0)  # fixed, so that the same sources give the same zip
 
 
-def add_file(zipped, source, name, executable=False):
-    info = zipfile.ZipInfo(name, date_time=(2020, 1, 1, 0, 0, 0))
+sys.path.insert(0, str(ROOT))
+from grader.course import load_stages  # noqa: E402  (standard library plus tomli on 3.10)
+
+
+def add_bytes(zipped, data, name, executable=False):
+    info = zipfile.ZipInfo(name, date_time=ZIP_DATE)
     info.compress_type = zipfile.ZIP_DEFLATED
     info.external_attr = ((0o755 if executable else 0o644) | 0o100000) << 16
-    zipped.writestr(info, Path(source).read_bytes() if source else b"")
+    zipped.writestr(info, data)
 
 
-def add_text(zipped, text, name):
-    info = zipfile.ZipInfo(name, date_time=(2020, 1, 1, 0, 0, 0))
-    info.compress_type = zipfile.ZIP_DEFLATED
-    info.external_attr = (0o644 | 0o100000) << 16
-    zipped.writestr(info, text)
+def source_files(folder):
+    """The files of a folder, without caches."""
+    return [path for path in sorted(folder.rglob("*"))
+            if path.is_file() and "__pycache__" not in path.parts and path.suffix != ".pyc"]
 
 
 def contents(stages, hidden):
-    """[(source path or None, name in the zip, executable)]."""
+    """[(source path, name in the zip, executable)] for the graded stages and the hidden files."""
     files = [(HERE / "setup.sh", "setup.sh", True),
-             (HERE / "run_autograder", "run_autograder", True),
-             (ROOT / "requirements.txt", "requirements.txt", False),
-             (ROOT / "pytest.ini", "pytest.ini", False)]
-    for name in ("conftest.py", "LICENSE"):  # the top conftest declares --impl and --grade-json
+             (HERE / "run_autograder", "run_autograder", True)]
+    for name in TOP_FILES:
         if (ROOT / name).is_file():
             files.append((ROOT / name, name, False))
+    for folder in PACKAGE_FOLDERS:
+        files += [(path, path.relative_to(ROOT).as_posix(), False) for path in source_files(ROOT / folder)]
     tests = ROOT / "tests"
     for name in TEST_SUPPORT:
         if (tests / name).is_file():
             files.append((tests / name, f"tests/{name}", False))
     for folder in TEST_FOLDERS:
-        for path in sorted((tests / folder).rglob("*")):
-            if path.is_file() and "__pycache__" not in path.parts and path.suffix != ".pyc":
-                files.append((path, path.relative_to(ROOT).as_posix(), False))
-    numbers = {stage[:2] for stage in stages}
+        files += [(path, path.relative_to(ROOT).as_posix(), False) for path in source_files(tests / folder)]
+    numbers = {stage.number for stage in stages}
     for path in sorted(tests.glob("test_*.py")):
         match = STAGE_TEST_FILE.match(path.name)
         if match and match.group(1) in numbers:
@@ -69,12 +80,86 @@ def contents(stages, hidden):
     return files
 
 
+# Runs in a child Python, in an unpacked copy of the zip: the grader package and the tests
+# are the zip's own, so what is counted is what Gradescope will run.
+COLLECT = r"""
+import contextlib, io, json, sys
+root = sys.argv[1]
+sys.path.insert(0, root)
+import pytest
+
+class Points:
+    def __init__(self):
+        self.by_file = {}
+    def pytest_collection_modifyitems(self, items):
+        for item in items:
+            marker = item.get_closest_marker("points")
+            if marker:
+                name = item.path.name
+                self.by_file[name] = self.by_file.get(name, 0.0) + float(marker.args[0])
+
+points = Points()
+log = io.StringIO()
+with contextlib.redirect_stdout(log):
+    status = pytest.main(["--collect-only", "-q", "-p", "no:cacheprovider", "-c", root + "/pytest.ini",
+                          "--rootdir", root, "--impl=" + root + "/no-submission", *sys.argv[2:]],
+                         plugins=[points])
+print(json.dumps({"status": int(status), "points": points.by_file, "log": log.getvalue()[-4000:]}))
+"""
+
+
+def points_in(zip_path, test_names):
+    """{test file name: points} of the zip's test files, collected from an unpacked copy."""
+    with tempfile.TemporaryDirectory(prefix="autograder-check-") as folder:
+        with zipfile.ZipFile(zip_path) as zipped:
+            zipped.extractall(folder)
+        (Path(folder) / "no-submission").mkdir()
+        run = subprocess.run([sys.executable, "-c", COLLECT, folder, *test_names], cwd=folder,
+                             capture_output=True, text=True, timeout=300)
+    try:
+        report = json.loads(run.stdout.strip().splitlines()[-1])
+    except (IndexError, ValueError):
+        raise SystemExit(f"collecting the zip's tests failed:\n{run.stdout}{run.stderr}")
+    if report["status"] != 0:
+        raise SystemExit(f"collecting the zip's tests failed (pytest exit status {report['status']}):\n"
+                         f"{report['log']}")
+    return report["points"]
+
+
+def chosen_stages(stages, wanted):
+    """The stages named in --stages ('04', '4', '04_broadcast', '04,05'); all when none."""
+    if not wanted:
+        return stages
+    keys = {part.strip() for item in wanted for part in item.split(",") if part.strip()}
+    keys = {key.zfill(2) if key.isdigit() else key for key in keys}
+    graded = [stage for stage in stages if stage.slug in keys or stage.number in keys]
+    unknown = keys - {stage.slug for stage in graded} - {stage.number for stage in graded}
+    if unknown:
+        raise SystemExit(f"--stages: no stage {', '.join(sorted(unknown))}; the course has "
+                         f"{', '.join(stage.slug for stage in stages)}")
+    return graded
+
+
+def check_hidden(paths, graded):
+    for path in paths:
+        if not path.is_file() or not STAGE_TEST_FILE.match(path.name):
+            raise SystemExit(f"{path}: a hidden test file must exist and be named test_NN_something.py")
+        if path.name[5:7] not in {stage.number for stage in graded}:
+            raise SystemExit(f"{path}: no stage {path.name[5:7]} among the stages graded")
+        if (ROOT / "tests" / path.name).exists():
+            raise SystemExit(f"{path}: tests/{path.name} exists already; give the hidden file another name")
+    names = [path.name for path in paths]
+    if len(set(names)) != len(names):
+        raise SystemExit("two hidden test files have the same name")
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description="Build the Gradescope autograder zip.")
     parser.add_argument("--out", type=Path, default=Path("autograder.zip"))
     parser.add_argument("--timeout", type=int, default=540,
-                        help="seconds the tests may take per submission (default 540; set "
-                             "Gradescope's own limit above it, so results.json is always written)")
+                        help="seconds all the tests together (public and hidden) may take per "
+                             "submission (default 540; set Gradescope's own limit above it, so "
+                             "that results.json is always written)")
     parser.add_argument("--hidden", type=Path, action="append", default=[],
                         help="a test file of your own (named test_NN_something.py) to add, hidden")
     parser.add_argument("--hidden-visibility", default="after_due_date", choices=VISIBILITIES)
@@ -82,36 +167,33 @@ def main(argv=None):
                         help="grade only these stages, e.g. --stages 04,05 for an assignment "
                              "covering two stages (default: all)")
     args = parser.parse_args(argv)
+    if args.timeout <= 0:
+        raise SystemExit("--timeout must be a positive number of seconds")
 
-    stages = sorted(p.name for p in (ROOT / "solutions").iterdir() if p.is_dir() and STAGE.match(p.name))
-    graded = stages
-    if args.stages:
-        wanted = {part.strip().zfill(2)[:2] for item in args.stages for part in item.split(",") if part.strip()}
-        graded = [s for s in stages if s[:2] in wanted]
-        if len(graded) != len(wanted):
-            raise SystemExit(f"--stages {','.join(args.stages)}: the course has {', '.join(stages)}")
-    for path in args.hidden:
-        if not path.is_file() or not STAGE_TEST_FILE.match(path.name):
-            raise SystemExit(f"{path}: a hidden test file must exist and be named test_NN_something.py")
-        if path.name[5:7] not in {s[:2] for s in graded}:
-            raise SystemExit(f"{path}: no stage {path.name[5:7]} among the stages graded")
-        if (ROOT / "tests" / path.name).exists():
-            raise SystemExit(f"{path}: tests/{path.name} exists already; give the hidden file another name")
-    settings = {"timeout": args.timeout, "hidden_files": [p.name for p in args.hidden],
+    graded = chosen_stages(load_stages(ROOT), args.stages)
+    check_hidden(args.hidden, graded)
+    settings = {"timeout": args.timeout, "stages": [stage.slug for stage in graded],
+                "hidden_files": [path.name for path in args.hidden],
                 "hidden_visibility": args.hidden_visibility}
     files = contents(graded, args.hidden)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     with zipfile.ZipFile(args.out, "w") as zipped:
         for source, name, executable in files:
-            add_file(zipped, source, name, executable)
-        for stage in stages:
-            add_text(zipped, "Only this folder's name is needed: conftest.py reads the stage names "
-                             "from solutions/. No solution is shipped to Gradescope.\n",
-                     f"solutions/{stage}/STAGE.txt")
-        add_text(zipped, json.dumps(settings, indent=2) + "\n", "gradescope/settings.json")
-    test_files = [name for _, name, _ in files if STAGE_TEST_FILE.match(Path(name).name)]
-    print(f"wrote {args.out}: stages graded {', '.join(graded)}; {len(test_files)} test files"
-          f"{' (' + str(len(args.hidden)) + ' hidden)' if args.hidden else ''}; timeout {args.timeout} s")
+            add_bytes(zipped, Path(source).read_bytes(), name, executable)
+        add_bytes(zipped, json.dumps(settings, indent=2) + "\n", "gradescope/settings.json")
+
+    test_names = [Path(name).name for _, name, _ in files if name.startswith("tests/test_")]
+    points = points_in(args.out, [f"tests/{name}" for name in test_names])
+    hidden = set(settings["hidden_files"])
+    public_points = sum(v for name, v in points.items() if name not in hidden)
+    hidden_points = sum(v for name, v in points.items() if name in hidden)
+    for name in sorted(hidden - set(points)):
+        print(f"warning: the hidden file {name} holds no test with @pytest.mark.points(N)")
+    print(f"wrote {args.out}: stages graded {', '.join(settings['stages'])}; {len(test_names)} test files"
+          f"{f' ({len(hidden)} hidden, {args.hidden_visibility})' if hidden else ''}; "
+          f"timeout {args.timeout} s for all of them")
+    print(f"points: {public_points:g} public + {hidden_points:g} hidden = {public_points + hidden_points:g} "
+          f"in total: set the assignment's autograder points to {public_points + hidden_points:g}")
     return 0
 
 
