@@ -92,6 +92,8 @@ class Impl:
         self.scratch = None
         if value in NAMED_IMPLS:
             self.source = self.folder = NAMED_IMPLS[value]
+            if not self.folder.is_dir():
+                raise pytest.UsageError(f"--impl {value}: this copy of the course has no {value}/ folder")
             return
         self.source = Path(value).expanduser().resolve()
         if not self.source.exists():
@@ -138,6 +140,12 @@ def stage_of(path):
 @pytest.hookimpl(tryfirst=True)
 def pytest_configure(config):
     if not is_course_run(config):
+        other = Path(str(config.rootpath))
+        if (other / "course.toml").is_file() and (other / "grader" / "plugin.py").is_file():
+            raise pytest.UsageError(
+                f"This Python has the course's grader installed from {ROOT},\n"
+                f"but the tests being run are in {other}. Install this copy's grader:\n"
+                f"  cd {other} && python -m pip install -r requirements.txt")
         return
     config.stash[IMPL] = Impl(config.getoption("--impl"))
     config.stash[GRADES] = Grades(config.getoption("--grade-json"))
@@ -166,6 +174,20 @@ def restore_ctrl_c():
 
 
 # ---- what is graded ---------------------------------------------------------
+
+def pytest_ignore_collect(collection_path, config):
+    """Outside --impl solutions, the course's own checks are not even imported.
+
+    They are for the course's maintainers, and need solutions/, which a student's
+    copy (a Classroom template) may not have: only the stage test files are graded.
+    """
+    if IMPL not in config.stash or grading_solutions(config):
+        return None
+    path = Path(str(collection_path))
+    if path.suffix == ".py" and path.parent == ROOT / "tests" and path.name.startswith("test_"):
+        return True if stage_of(path) is None else None
+    return None
+
 
 def pytest_collection_modifyitems(config, items):
     grades = config.stash.get(GRADES, None)
