@@ -226,6 +226,7 @@ def test_refuses_to_grade_when_the_user_cannot_run_the_programs(autograder_zip, 
     results = json.loads((home / "results" / "results.json").read_text())
     assert results["score"] == 0 and results["tests"] == []
     assert "NOT graded" in results["output"] and "never run as root" in results["output"], results["output"]
+    assert "setup.sh" in results["output"], "the refusal must say what to fix in the setup"
     assert not marker.exists(), "the student's program ran although the grading user could not run it"
 
 
