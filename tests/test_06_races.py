@@ -5,15 +5,16 @@ tests run the server with scheduling noise (many thread switches, little random
 pauses around socket calls), so that a race shows up on nearly every run.
 """
 
-import collections
 import random
 import time
 
 import pytest
 
 from harness.chat import (CHAT_WAIT, DECODE_WHOLE_LINES, RECV_IS_NOT_A_MESSAGE,
-                          RawClient, Threads, exited, expect_chat_line, expect_chat_lines, join,
-                          join_all, joined, said, send_in_pieces)
+                          RawClient, Threads, check_join_rule, exited, expect_chat_line,
+                          expect_chat_lines, fail_unexpected_line, join, join_all, joined, said,
+                          send_in_pieces)
+from harness.churn import RoomLog, cause_for, probe, read_until_settled
 from harness.client import show
 from harness.process import fail
 
@@ -64,17 +65,57 @@ def test_lines_in_one_packet_are_separate_messages(server, connect):
     """Three lines sent in one packet are three messages, in order."""
     alice, bob = join_all(connect, ["alice", "bob"])
     bob.send(b"one\ntwo\nthree\n")
-    expect_chat_lines(alice, [said("bob", "one"), said("bob", "two"), said("bob", "three")])
+    expected = [said("bob", "one"), said("bob", "two"), said("bob", "three")]
+    deadline = time.monotonic() + CHAT_WAIT
+    for line in expected:
+        got = alice.read_line(max(0.0, deadline - time.monotonic()))
+        if got != line:
+            report_lines_in_one_packet(alice, line, got, expected)
+
+
+def report_lines_in_one_packet(alice, expected, got, all_expected):
+    """alice's line `got` (None: nothing) is not the `expected` one of bob's three."""
+    if got is None:
+        alice._fail_missing(f"the line {expected!r}", CHAT_WAIT,
+                            "bob's three lines came in one packet: one recv() returned all three. Split what\n"
+                            "  arrives on '\\n' and forward each line; the bytes after the first '\\n' are not\n"
+                            "  thrown away, they are the next lines.")
+    if said("bob", got) in all_expected:
+        cause = (f"{got!r} arrived without 'bob: ' in front: the three lines were forwarded as one\n"
+                 f"  message, 'bob: one\\ntwo\\nthree', whose newlines cut it up again at alice's end.\n  "
+                 + RECV_IS_NOT_A_MESSAGE)
+    elif "one" in got and "two" in got:
+        cause = ("Several lines were forwarded as one message. " + RECV_IS_NOT_A_MESSAGE)
+    elif got in all_expected:
+        cause = "The right lines arrived out of order: lines from one sender arrive in the order sent."
+    else:
+        cause = None
+    alice._fail(f"bob sent b'one\\ntwo\\nthree\\n' in one packet.\n"
+                f"alice expected the line {show(expected)}\nalice received the line {show(got)}", cause)
 
 
 @pytest.mark.points(2)
 def test_long_message_arrives_whole(server, connect):
     """A 5000-character message arrives as one line."""
     alice, bob = join_all(connect, ["alice", "bob"])
-    text = "".join(f"{i:04d} " for i in range(1000))[:5000]
+    text = "".join(f"{i:04d} " for i in range(1000))[:5000]  # ends with a space
     bob.send_line(text)
-    expect_chat_line(alice, said("bob", text), hint="A long message must arrive as one line. "
-                     + RECV_IS_NOT_A_MESSAGE)
+    got = alice.read_line(CHAT_WAIT)
+    if got != said("bob", text):
+        fail_unexpected_line(alice, said("bob", text), got, CHAT_WAIT, long_message_cause(text, got))
+
+
+def long_message_cause(text, got):
+    """Why alice's line is not bob's 5000-character message, judged from what arrived."""
+    if got is None:
+        return "A long message must arrive as one line, once its '\\n' has come. " + RECV_IS_NOT_A_MESSAGE
+    _, _, got_text = got.partition(": ")
+    if got_text == text.rstrip():
+        return ("The message arrived whole, but without its trailing space: the server strips the line.\n"
+                "  Drop only the '\\n' (and a '\\r' before it); spaces are part of the message.")
+    if got_text.strip() and text.startswith(got_text.strip()):
+        return "Only the start of the long message was forwarded. " + RECV_IS_NOT_A_MESSAGE
+    return None
 
 
 @pytest.mark.points(2)
@@ -126,6 +167,13 @@ def test_reset_announced_once(server, connect):
 
 # ---- races: many threads at once, with scheduling noise ---------------------------------
 
+
+@pytest.mark.points(2)
+def test_join_rule_when_two_join_at_once(server, connect):
+    """Two clients send their names at once: exactly one hears the other join (5 times)."""
+    check_join_rule(connect, rounds=5)
+
+
 SENDERS = ["s1", "s2", "s3"]      # stable clients that send and receive throughout
 RECEIVERS = ["r1", "r2", "r3"]    # stable clients that only receive
 MESSAGES_EACH = 40
@@ -138,83 +186,9 @@ def numbered(sender, i):
     return f"message {i:03d} from {sender}"
 
 
-def collect_room_lines(client, senders, deadline):
-    """Read until `client` has seen every other sender's last message (or the deadline).
-
-    A sender announced as leaving (disconnected in the middle of the flood) is
-    waited for no more: its last message may never come.
-    """
-    last = {s: said(s, numbered(s, MESSAGES_EACH - 1)) for s in senders if s != client.name}
-    waiting_for = set(last.values())
-    got = []
-    while waiting_for:
-        line = client.read_line(max(0.0, deadline - time.monotonic()))
-        if line is None:
-            break
-        got.append(line)
-        waiting_for.discard(line)
-        for sender, message in last.items():
-            if line == exited(sender):
-                waiting_for.discard(message)
-    return got, waiting_for
-
-
-def check_room_lines(client, got, waiting_for, senders, early, churner_names):
-    """Every message exactly once, in order per sender; every leaver announced once."""
-    by_sender = collections.defaultdict(list)
-    other = collections.Counter()
-    for line in got:
-        name, colon, text = line.partition(": ")
-        if colon and name in SENDERS:
-            by_sender[name].append(text)
-        else:
-            other[line] += 1
-    problems = []
-    for sender in senders:
-        if sender == client.name:
-            continue
-        if other[exited(sender)]:
-            problems.append(f"{sender}, a sender that never left, was announced as leaving: the server "
-                            f"disconnected an innocent sender (an error in broadcast() escaped into "
-                            f"the sender's own thread?)")
-        expected = [numbered(sender, i) for i in range(MESSAGES_EACH)]
-        texts = by_sender[sender]
-        if texts == expected:
-            continue
-        counts = collections.Counter(texts)
-        lost = [t for t in expected if t not in counts]
-        twice = sorted(t for t, n in counts.items() if n > 1)
-        strange = sorted(t for t in counts if t not in expected)
-        if lost:
-            problems.append(f"{len(lost)} of {sender}'s {MESSAGES_EACH} messages never arrived, e.g. "
-                            f"{show(lost[:3], 200)}")
-        if twice:
-            problems.append(f"{len(twice)} of {sender}'s messages arrived more than once, e.g. {show(twice[:3], 200)}")
-        if strange:
-            problems.append(f"{sender}'s messages arrived changed, e.g. {show(strange[:3], 200)}")
-        if not (lost or twice or strange):
-            problems.append(f"{sender}'s messages arrived out of order: lines from one sender must arrive "
-                            f"in the order sent")
-    for name in early:
-        count = other[exited(name)]
-        if count != 1:
-            problems.append(f"{name} left once, but {client.name} heard {exited(name)!r} {count} times")
-    for name in churner_names:
-        joins, leaves = other[joined(name)], other[exited(name)]
-        if (joins, leaves) not in ((0, 0), (1, 1)):
-            problems.append(f"{name} joined and left once, but {client.name} heard it join {joins} "
-                            f"and leave {leaves} times")
-    if waiting_for and not problems:
-        problems.append(f"still waiting for {show(sorted(waiting_for), 200)} after {RACE_DEADLINE:.0f} s")
-    return problems
-
-
-RACE_CAUSE = (
-    "Several threads use the list of clients at once. Does every use of it (add, remove,\n"
-    "  and the loop in broadcast) hold one lock? Does broadcast() loop over a *copy* of the\n"
-    "  list, so that a client removed meanwhile does not shift the others under the loop (the\n"
-    "  next client is then skipped)? Is each client removed exactly once, and does a failed\n"
-    "  send only mark that client, never disturb the sender?")
+def room_sync_sender(listener, stable, dropped):
+    """A stable client, other than the listener, that can still send the sync line."""
+    return next(client for client in stable if client is not listener and client.name not in dropped)
 
 
 @pytest.mark.points(6)
@@ -230,7 +204,6 @@ def test_churn_every_message_exactly_once(start_server, connect, story):
     for name in RECEIVERS + SENDERS:
         stable.append(join(connect, name, room=[first] + stable))
     # Everyone before has seen each stable client join: all are in the server's list now.
-    churner_names = []
     rng = random.Random()
 
     dropped = {}  # sender -> (message number, error) when the server cut it off
@@ -257,7 +230,6 @@ def test_churn_every_message_exactly_once(start_server, connect, story):
     def churn(number):
         for round_ in range(5):
             name = f"churner{number}x{round_}"
-            churner_names.append(name)
             try:
                 raw = RawClient(server.address, name)
             except OSError:
@@ -282,20 +254,29 @@ def test_churn_every_message_exactly_once(start_server, connect, story):
     threads.join(RACE_DEADLINE)
 
     deadline = time.monotonic() + RACE_DEADLINE
-    report = []
+    report, kinds = [], set()
     for name, (number, error) in dropped.items():
         report.append(f"{name}: the server cut off this innocent sender ({error}) when it sent message "
                       f"{number}; an error in broadcast() escaped into the sender's own thread?")
+        kinds.add("innocent_left")
+    expected = {sender: [numbered(sender, i) for i in range(MESSAGES_EACH)] for sender in SENDERS}
     for client in stable:
-        still_sending = [s for s in SENDERS if s not in dropped]
-        got, waiting_for = collect_room_lines(client, still_sending, deadline)
-        # Without a sender's last message, the test cannot know when all lines have come:
-        # the leave lines are checked only when every sender got through.
-        problems = check_room_lines(client, got, waiting_for, still_sending,
-                                    [] if dropped else EARLY, [] if dropped else churner_names)
+        # Read until every message and every leave line due has come (a leave may come
+        # after the last message: they are concurrent), then until a sync line: no more.
+        log = RoomLog(client, expected, must_leave=EARLY, ignore=dropped)
+        sync_sender = room_sync_sender(client, stable, dropped)
+        settled = read_until_settled(log, sync_sender, deadline)
+        problems = log.problems(probe_arrived=settled or probe(log, sync_sender))
+        if not settled and not problems:
+            problems = [("stalled", f"the sync line from {sync_sender.name} never came")]
         if client.closed_by_server:
-            problems.insert(0, f"the server closed {client.name}'s connection, but {client.name} never left")
-        report += [f"{client.name}: {problem}" for problem in problems]
+            problems.insert(0, ("innocent_left", f"the server closed {client.name}'s connection, "
+                                                 f"but {client.name} never left"))
+        if not settled:
+            problems.append(("deadline", f"at the {RACE_DEADLINE:.0f} s deadline it still waited for "
+                                     f"{show(log.due()[:4], 240)}"))
+        kinds.update(kind for kind, _ in problems)
+        report += [f"{client.name}: {text}" for _, text in problems]
     server.assert_running("the churn")
     tracebacks = server.stderr.count("Traceback (most recent call last)")
     if report and tracebacks:
@@ -303,9 +284,9 @@ def test_churn_every_message_exactly_once(start_server, connect, story):
     if not report:
         server.assert_no_traceback("the churn")
     else:
-        fail("Under join/leave churn, the stable clients did not get every message exactly once:\n  - "
-             + "\n  - ".join(report[:12])
-             + f"\n\nLikely cause: {RACE_CAUSE}\n\nWhat the test did:\n{story.render()}\n\n"
+        fail("Under join/leave churn, the stable clients did not get every message and leave line exactly "
+             "once:\n  - " + "\n  - ".join(report[:12])
+             + f"\n\nLikely cause: {cause_for(kinds)}\n\nWhat the test did:\n{story.render()}\n\n"
                f"{server.report()}")
 
 

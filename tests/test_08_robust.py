@@ -14,8 +14,9 @@ from pathlib import Path
 
 import pytest
 
+from harness.chat import check_join_rule, connect_named, join, join_all, join_pair
+from harness.churn import run_churn
 from harness.client import DEFAULT_WAIT
-from harness.churn import first_join_line, join, join_all, run_churn
 from harness.process import fail
 # Stage 06's churn test, run as it is against this stage's server (imported under a
 # name that pytest does not collect, so it is not run twice).
@@ -44,7 +45,7 @@ def expect_refused(client, why, timeout=DEFAULT_WAIT):
 
 def peak_memory_kb(server):
     """The server's peak resident memory (VmHWM) in kB, from /proc (Linux only)."""
-    status = Path(f"/proc/{server.proc.pid}/status")
+    status = Path(f"/proc/{server.pid}/status")
     for line in status.read_text().splitlines():
         if line.startswith("VmHWM:"):
             return int(line.split()[1])
@@ -173,18 +174,19 @@ def test_max_users_limit(start_server, connect):
     """With --max-users 3, a fourth user gets an Error line and nobody hears it joined."""
     start_server("--max-users", "3")
     alice, bob, carol = join_all(connect, ["alice", "bob", "carol"])
-    dave = join(connect, "dave")
+    dave = connect_named(connect, "dave")
     expect_refused(dave, "a client beyond --max-users")
     alice.send_line("who is here?")
     for client in (bob, carol):
         client.expect_line("alice: who is here?", hint=(
             "Only alice's message was due here: did the server announce the refused user?"))
     bob.send_line("/exit")
+    # Both hear bob leave before erin comes: a leave and a join are concurrent otherwise.
     alice.expect_line("bob exited the chat room")
-    erin = join(connect, "erin")
+    carol.expect_line("bob exited the chat room")
+    erin = connect_named(connect, "erin")
     alice.expect_line("erin joined the chat room!", hint=(
         "bob left, so there is room again: the limit counts the members now in the room."))
-    carol.expect_line("bob exited the chat room")
     carol.expect_line("erin joined the chat room!")
     erin.send_line("hi")
     alice.expect_line("erin: hi")
@@ -238,7 +240,7 @@ def test_invalid_usernames_refused(server, connect):
         client = connect(f"client named {what}")
         client.send((name + "\n").encode(), note=f"sent the username {name!r}")
         expect_refused(client, f"a username {what} is refused")
-    join(connect, "bob")
+    connect_named(connect, "bob")
     alice.expect_line("bob joined the chat room!", hint=(
         "A refused username must never be announced: bob's join line should be the first to arrive."))
 
@@ -248,7 +250,7 @@ def test_username_of_32_characters_accepted(server, connect):
     """A name of exactly 32 characters (non-ASCII counts as one each) is accepted."""
     alice, bob = join_all(connect, ["alice", "bob"])
     name = "é" * 32
-    join(connect, name)
+    connect_named(connect, name)
     alice.expect_line(f"{name} joined the chat room!", hint=(
         "32 characters is allowed; only longer names are refused. Count characters, not bytes."))
 
@@ -257,7 +259,7 @@ def test_username_of_32_characters_accepted(server, connect):
 def test_username_in_use_refused(server, connect):
     """A second client asking for a name in use is refused; the first one is unaffected."""
     alice, bob = join_all(connect, ["alice", "bob"])
-    impostor = join(connect, "alice")
+    impostor = connect_named(connect, "alice")
     expect_refused(impostor, "a username already in use is refused")
     alice.send_line("still me")
     bob.expect_line("alice: still me", hint="Nobody should hear the second alice join.")
@@ -275,7 +277,7 @@ def test_long_line_refused(start_server, connect):
     alice.send_line("y" * 100)
     bob.expect_line("alice: " + "y" * 100, hint="A line of exactly --max-line bytes is allowed.")
     alice.send_line("z" * 101)
-    line = alice.read_line(2)
+    line = alice.read_line(DEFAULT_WAIT)
     if line is None or not line.startswith("Error:"):
         alice._fail(f"alice sent a line of 101 bytes (limit 100) and expected an 'Error:' line.\n"
                     f"alice received {'nothing' if line is None else repr(line)}.",
@@ -293,8 +295,15 @@ def test_endless_line_keeps_memory_bounded(server, connect):
     before = peak_memory_kb(server)
     chunk = b"m" * 65536
     alice.sock.settimeout(30)  # the harness leaves a short timeout on its sockets
-    for _ in range(24 * 1024 * 1024 // len(chunk)):
-        alice.sock.sendall(chunk)
+    sent, error = 0, None
+    try:
+        for _ in range(24 * 1024 * 1024 // len(chunk)):
+            alice.sock.sendall(chunk)
+            sent += len(chunk)
+    except OSError as caught:
+        error = caught
+    if error is not None:  # reported outside the except block: no chained traceback
+        report_endless_line_cut_off(alice, sent, error)
     alice.story.add("alice", "sent 24 MB without a newline")
     alice.send(b"\nafter\n", note="sent '\\n' then the line 'after'")
     bob.expect_line("alice: after", timeout=10, hint=(
@@ -304,11 +313,28 @@ def test_endless_line_keeps_memory_bounded(server, connect):
         fail(f"The server's peak memory grew by {grown_mb:.0f} MB while alice sent 24 MB with no newline.\n"
              f"Likely cause: the bytes of an unfinished line are kept until its '\\n' arrives. Once the\n"
              f"  line passes --max-line, throw its bytes away as they arrive, up to the next '\\n'.")
-    line = alice.read_line(2)
+    line = alice.read_line(DEFAULT_WAIT)
     if line is None or not line.startswith("Error:"):
         alice._fail(f"alice expected an 'Error:' line about her 24 MB line; received "
                     f"{'nothing' if line is None else repr(line)}.",
                     "The sender of a line over --max-line gets an Error line.")
+
+
+def report_endless_line_cut_off(alice, sent, error):
+    """alice's sendall() of a long line failed: say what the server did, and what it should do."""
+    mb = sent / (1024 * 1024)
+    if isinstance(error, socket.timeout):
+        alice.story.add("alice", f"sent {mb:.1f} MB without a newline; then the server took nothing for 30 s")
+        alice._fail(f"alice was sending a line with no newline. After {mb:.1f} MB the server stopped reading "
+                    f"her connection: nothing more was taken for 30 s.",
+                    "Keep reading a client that sends a line over --max-line: throw its bytes away as they\n"
+                    "  arrive, up to the next '\\n', then send one 'Error:' line.")
+    alice.story.add("alice", f"sent {mb:.1f} MB without a newline; then sending failed: {error}")
+    alice._fail(f"The server closed alice's connection while she sent a long line (after {mb:.1f} MB "
+                f"with no newline; sending failed with {error!r}).",
+                "A line longer than --max-line is not a reason to disconnect: the contract wants one\n"
+                "  'Error:' line to its sender, who stays connected. Throw the line's bytes away as they\n"
+                "  arrive, up to its '\\n', and keep the connection.")
 
 
 # ---- --handshake-timeout -----------------------------------------------------------
@@ -319,12 +345,37 @@ def test_silent_connection_closed_after_handshake_timeout(start_server, connect)
     start_server("--handshake-timeout", "0.5")
     alice, bob = join_all(connect, ["alice", "bob"])
     mute = connect("mute")
-    mute.expect_closed(timeout=3, hint=(
+    mute.expect_closed(timeout=0.5 + DEFAULT_WAIT, hint=(
         "mute sent nothing for 0.5 s (--handshake-timeout 0.5): close its connection. A recv() with\n"
         "  a timeout (settimeout) while waiting for the name does it; set it back to None after."))
     alice.send_line("still here")
     bob.expect_line("alice: still here", hint=(
         "The handshake timeout is for the username only: members may stay quiet as long as they like."))
+
+
+@pytest.mark.points(2)
+def test_quiet_members_stay_connected(start_server, connect):
+    """Members who stay quiet for 4 s (over --handshake-timeout 0.5) still receive and send."""
+    start_server("--handshake-timeout", "0.5")
+    alice, bob = join_all(connect, ["alice", "bob"])
+    alice.story.add("the test", "let alice and bob stay quiet for 4 s (longer than any timeout of the server)")
+    # The quiet time is what is tested: 4 s is over --handshake-timeout and over
+    # the few seconds after which a server may drop a client that stopped reading.
+    heard = {alice: alice.read_line(4.0)}  # nothing is due: this lets the quiet time pass
+    heard[bob] = bob.read_line(0.2)        # what bob got meanwhile, if anything
+    closed = [client.name for client in (alice, bob) if client.closed_by_server]
+    if closed:
+        alice._fail(f"alice and bob joined, then stayed quiet for 4 s; the server closed the connection of "
+                    f"{' and '.join(closed)}.", QUIET_MEMBER_DROPPED)
+    for client, line in heard.items():
+        if line is not None:
+            client._fail(f"alice and bob joined, then stayed quiet for 4 s, and nobody else spoke; "
+                         f"{client.name} received {line!r}.",
+                         QUIET_MEMBER_DROPPED if line.endswith(" exited the chat room") else None)
+    alice.send_line("still here after the quiet")
+    bob.expect_line("alice: still here after the quiet", hint=QUIET_MEMBER_DROPPED)
+    bob.send_line("me too")
+    alice.expect_line("bob: me too", hint=QUIET_MEMBER_DROPPED)
 
 
 @pytest.mark.points(1)
@@ -334,7 +385,7 @@ def test_dribbling_connection_closed_after_handshake_timeout(start_server, conne
     alice, carol = join_all(connect, ["alice", "carol"])
     slow = connect("slow")
     slow.story.add("slow", "sends one byte every 0.1 s, never a newline")
-    deadline = time.monotonic() + 3
+    deadline = time.monotonic() + 0.5 + DEFAULT_WAIT  # the server's timeout, and a margin for load
     while time.monotonic() < deadline:
         try:
             slow.sock.sendall(b"s")
@@ -349,10 +400,11 @@ def test_dribbling_connection_closed_after_handshake_timeout(start_server, conne
         except OSError:
             break
     else:
-        slow._fail("slow kept the connection open for 3 s without ever sending a whole name.",
+        slow._fail(f"slow kept the connection open for {0.5 + DEFAULT_WAIT} s (--handshake-timeout 0.5) "
+                   f"without ever sending a whole name.",
                    "The timeout is for the whole username, not for each recv(): keep one deadline\n"
                    "  and give recv() only the time that is left.")
-    join(connect, "bob")
+    connect_named(connect, "bob")
     alice.expect_line("bob joined the chat room!")
 
 
@@ -383,6 +435,24 @@ def test_control_characters_not_forwarded(server, connect):
 
 # ---- slow readers --------------------------------------------------------------------
 
+QUIET_MEMBER_DROPPED = (
+    "The server closed a member that had only been quiet. Members may stay quiet as long as\n"
+    "  they like: the handshake timeout is for the username only (settimeout(None) after it),\n"
+    "  and only a client that stops *reading* while lines wait for it may be disconnected.")
+
+
+def stuck_reader_cause(drains, senders):
+    """Why the lines did not reach fast, from what was seen: closed connections or a stall."""
+    fast_drain, sender_drains = drains[0], drains[1:]
+    if fast_drain.closed or any(drain.closed for drain in sender_drains):
+        closed = [drain.client.name for drain in drains if drain.closed]
+        return (f"The server closed {', '.join(closed)}, who kept reading all the time. " + QUIET_MEMBER_DROPPED)
+    return ("stuck never reads, so its socket fills up and a plain sendall() to it blocks\n"
+            "  forever - in the thread of whoever is sending, so everyone waits. Never block\n"
+            "  for long on one client: queue what its socket won't take, and disconnect it\n"
+            "  if it stays stuck for a few seconds.")
+
+
 LINE_SIZE = 3900  # under the default --max-line of 4096
 
 
@@ -390,10 +460,9 @@ LINE_SIZE = 3900  # under the default --max-line of 4096
 def test_stuck_reader_does_not_stall_others(server, connect):
     """A client that stops reading (small buffer) never stalls 10 MB of chat to the others."""
     stuck = connect("stuck", rcvbuf=4096)
-    stuck.send_line("stuck")
-    fast = join(connect, "fast")
-    first_join_line(stuck, fast, timeout=DEFAULT_WAIT)  # the last time stuck ever reads
-    senders = [join(connect, f"s{i}") for i in range(3)]
+    fast = connect("fast")
+    join_pair(stuck, fast, timeout=DEFAULT_WAIT)  # the last time stuck ever reads
+    senders = [connect_named(connect, f"s{i}") for i in range(3)]
     fast.expect_lines([f"{s.name} joined the chat room!" for s in senders], ordered=False)
     drains = [Drain(client) for client in [fast, *senders]]
     for drain in drains:
@@ -410,10 +479,7 @@ def test_stuck_reader_does_not_stall_others(server, connect):
             drain.finish()
     if not arrived or errors:
         fast._fail(f"{drains[0].summary(names, lines_each)}\n" + "\n".join(errors),
-                   "stuck never reads, so its socket fills up and a plain sendall() to it blocks\n"
-                   "  forever - in the thread of whoever is sending, so everyone waits. Never block\n"
-                   "  for long on one client: queue what its socket won't take, and disconnect it\n"
-                   "  if it stays stuck for a few seconds.")
+                   stuck_reader_cause(drains, senders))
     if drains[0].disorder:
         fast._fail("Lines from one sender arrived out of order:\n  " + "\n  ".join(drains[0].disorder),
                    "Lines queued for a client must go out before any line sent directly after them.")
@@ -427,11 +493,9 @@ def test_stuck_reader_does_not_stall_others(server, connect):
 def test_slow_reader_in_a_burst_is_not_dropped(server, connect):
     """A slow but steady reader receives a 6 MB burst in full: it is never disconnected."""
     slow = connect("slow", rcvbuf=8192)
-    slow.send_line("slow")
-    senders = [join(connect, "s0")]
-    first_join_line(slow, senders[0], timeout=DEFAULT_WAIT)
-    senders.append(join(connect, "s1"))
-    slow.expect_line("s1 joined the chat room!")
+    senders = [connect("s0")]
+    join_pair(slow, senders[0], timeout=DEFAULT_WAIT)
+    senders.append(join(connect, "s1", room=[slow]))
     drains = [Drain(slow, chunk=8192, pause=0.002)] + [Drain(client) for client in senders]
     for drain in drains:
         drain.start()
@@ -475,7 +539,14 @@ def test_ctrl_c_closes_connections_and_exits(server, connect):
         client.expect_closed(1.0, hint="Ctrl+C must close every client connection.")
 
 
-# ---- many users, and the churn of stage 06 ------------------------------------------------
+# ---- the join rule, many users, and the churn of stage 06 ------------------------------------
+
+@pytest.mark.points(2)
+def test_join_rule_when_two_join_at_once(start_server, connect):
+    """Two clients send their names at once: exactly one hears the other join (5 times)."""
+    start_server("--max-users", "20")
+    check_join_rule(connect, rounds=5)
+
 
 @pytest.mark.points(2)
 def test_two_hundred_users(start_server, connect):
@@ -483,7 +554,7 @@ def test_two_hundred_users(start_server, connect):
     start_server("--max-users", "250")
     names = [f"u{i:03}" for i in range(200)]
     clients = join_all(connect, names[:2])  # u000 is surely in before the others come
-    clients += [join(connect, name) for name in names[2:]]
+    clients += [connect_named(connect, name) for name in names[2:]]
     first = clients[0]
     first.expect_lines([f"{name} joined the chat room!" for name in names[2:]], timeout=20, ordered=False)
     first.send_line("hello all 200")

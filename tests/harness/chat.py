@@ -5,6 +5,15 @@ chat-aware failure hints, and running clients in threads for race tests.
     bob = join(connect, "bob", room=[alice])     # waits until alice saw bob join
     bob.send_line("hi")
     expect_chat_line(alice, said("bob", "hi"))
+
+    alice, bob, carol = join_all(connect, ["alice", "bob", "carol"])   # no helper client
+
+Every join helper here rests on the contract's JOIN RULE: the join line reaches
+exactly the clients that were in the chat when the joiner was added (adding it
+and taking the list for its join line are one step). So a client that has seen
+NAME join was in before NAME, and NAME never hears of it; of two clients that
+send their names at the same moment, exactly one hears the other join. The
+helpers check that as they go, and name the rule when a server breaks it.
 """
 
 import socket
@@ -45,6 +54,13 @@ DECODE_WHOLE_LINES = (
     "  decode each whole line.")
 
 
+JOIN_RULE = (
+    "The join rule: the join line reaches exactly the clients that were in the chat when the\n"
+    "  joiner was added. Add the member and take the list for its join line in one step, under\n"
+    "  the lock (say, ChatRoom.add() returns the members who were in before), then send the\n"
+    "  join line to that list outside the lock.")
+
+
 def chat_cause(expected, got):
     """A guess, from the chat protocol, at why `got` arrived where `expected` was due."""
     if got is None:
@@ -65,10 +81,10 @@ def chat_cause(expected, got):
                 return ("Two messages were forwarded as one. " + RECV_IS_NOT_A_MESSAGE)
             if got_text.rstrip("\r") == want_text:
                 return "The message still ends with '\\r': drop a trailing '\\r' from each line."
-    if expected.endswith(" joined the chat room!") and got.endswith(" joined the chat room!"):
-        return ("Another client's join line arrived here. Join lines go to the clients in the chat\n"
-                "  when the joiner is added, each exactly once; is broadcast() looping over a list\n"
-                "  that other threads change meanwhile?")
+    if got.endswith(" joined the chat room!") and got != expected:
+        return ("A join line arrived where none was due. " + JOIN_RULE +
+                "\n  Is the join line sent to a list taken after the add (a client who joined meanwhile\n"
+                "  is in it), or to a list that other threads change while broadcast() loops over it?")
     if got.strip() != got and got.strip() == expected:
         return "The line has extra spaces or '\\r' around it."
     if expected.endswith(" exited the chat room") and got.endswith(" exited the chat room"):
@@ -81,6 +97,11 @@ def expect_chat_line(client, expected, timeout=CHAT_WAIT, hint=None):
     got = client.read_line(timeout)
     if got == expected:
         return got
+    fail_unexpected_line(client, expected, got, timeout, hint)
+
+
+def fail_unexpected_line(client, expected, got, timeout=CHAT_WAIT, hint=None):
+    """Fail: `got` (a line already read; None if none came within `timeout`) is not `expected`."""
     if got is None:
         client._fail_missing(f"the line {expected!r}", timeout, hint)
     client._fail(f"{client.name} expected the line {show(expected)}\n"
@@ -103,12 +124,14 @@ def expect_chat_lines(client, expected, timeout=CHAT_WAIT, hint=None):
 def join(connect, name, room=None, server=None, timeout=CHAT_WAIT, hint=None):
     """Connect a client and send its username; return it once the server surely knows it.
 
-    With `room` (the clients already in the chat): waits until each of them has
-    seen NAME join. Then the server knows NAME, and NAME's messages reach them.
+    With `room` (clients already surely in the chat): waits until each of them
+    has seen NAME join. By the join rule NAME was then added after them: its
+    messages reach them, and it never hears their join lines.
 
     Without `room` (the first client): nobody can see it join, so a silent helper
     client, "witness", joins alongside it first (see confirm_first); the witness
-    stays in the chat, never read, until the test ends.
+    stays in the chat, never read, until the test ends. Where an extra member
+    would matter (a user limit, a reader that must keep up), use join_all().
     """
     if not room:
         return confirm_first(connect, name, server, timeout)
@@ -119,63 +142,132 @@ def join(connect, name, room=None, server=None, timeout=CHAT_WAIT, hint=None):
     return client
 
 
+def connect_named(connect, name, server=None, **options):
+    """A client that connected and sent its username, and nothing more: no wait.
+
+    For a client the server may refuse, or many joining at once.
+    """
+    client = connect(name, server, **options)
+    client.send_line(name)
+    return client
+
+
+def join_all(connect, names, server=None, timeout=CHAT_WAIT):
+    """Clients joined one after another, each seen by all the earlier ones; return them.
+
+    No helper client: the first two send their names together, and whichever
+    hears the other join was in first (join_pair). Each later one joins a room
+    whose members are known.
+    """
+    if len(names) == 1:
+        return [join(connect, names[0], server=server, timeout=timeout)]
+    clients = [connect(names[0], server), connect(names[1], server)]
+    join_pair(*clients, timeout=timeout)
+    for name in names[2:]:
+        clients.append(join(connect, name, room=list(clients), server=server, timeout=timeout))
+    return clients
+
+
+def join_pair(first, second, timeout=CHAT_WAIT, strict=False):
+    """Two connected clients send their usernames back to back; return the one that heard
+    the other join, once both are surely in the chat (see first_join_line)."""
+    first.send_line(first.name)
+    second.send_line(second.name)
+    return first_join_line(first, second, timeout, strict)
+
+
+def first_join_line(first, second, timeout=CHAT_WAIT, strict=False):
+    """Both clients have sent their usernames: return the one that heard the other join,
+    once both are surely in the chat, with nothing left to read.
+
+    Whichever the server added second is announced to the other: once one of the
+    two has heard the other join, both are in. That one then says SYNC, and the
+    other's next line must be it. By the join rule, exactly one of the two hears a
+    join line; if both do, `strict` fails the test, naming the rule. Otherwise the
+    extra join line is skipped and noted in the story: the join rule has a test of
+    its own (check_join_rule), and the other tests grade what they are about.
+    """
+    listener, joiner = _wait_for_a_join_line(first, second, timeout)
+    listener.story.add("the test", f"(the server took {listener.name}'s name first: {listener.name} "
+                                   f"heard {joiner.name} join)")
+    listener.send_line(SYNC)
+    line = joiner.read_line(timeout)
+    if line == said(listener.name, SYNC):
+        return listener
+    if line == joined(listener.name) and not strict:
+        joiner.story.add("the test", f"(both heard the other join, which breaks the join rule: "
+                                     f"skipped, as check_join_rule tests it)")
+        line = joiner.read_line(timeout)
+        if line == said(listener.name, SYNC):
+            return listener
+    elif line == joined(listener.name):
+        joiner._fail(
+            f"{first.name} and {second.name} sent their usernames at the same moment, and both heard the "
+            f"other join:\n{listener.name} received {show(joined(joiner.name))}, and "
+            f"{joiner.name} received {show(joined(listener.name))}.\n"
+            f"Exactly one of the two may hear it: the one the server added first.",
+            JOIN_RULE + "\n  Both hearing means the list for a join line was taken after the add, in a\n"
+                        "  separate step: the other client had been added in between.")
+    fail_unexpected_line(joiner, said(listener.name, SYNC), line, timeout,
+                         f"{joiner.name} had sent its name and {listener.name} had heard it join, so "
+                         f"{listener.name}'s message was the next line due.")
+
+
+def _wait_for_a_join_line(first, second, timeout):
+    """Read both clients until one of them has a line, which must be the other's join line."""
+    deadline = time.monotonic() + timeout
+    pairs = ((first, second), (second, first))
+    while time.monotonic() < deadline:
+        for listener, joiner in pairs:
+            line = listener.read_line(0.02)  # also checks that the server is alive
+            if line == joined(joiner.name):
+                return listener, joiner
+            if line is not None:
+                expect = f"nothing, or the line {show(joined(joiner.name))}"
+                own = "The joiner must not get its own join line: send it to everyone *but* the joiner."
+                listener._fail(f"{first.name} and {second.name} sent their usernames at the same moment.\n"
+                               f"{listener.name} expected {expect}\n"
+                               f"{listener.name} received the line {show(line)}",
+                               (own if line == joined(listener.name) else chat_cause(joined(joiner.name), line))
+                               or "Only the join line of the other client can arrive here.")
+            if listener.closed_by_server:
+                listener._fail_missing("to stay connected while it joined", timeout, None)
+    partial = next((client for client in (first, second) if client.buffer), None)
+    if partial is not None:
+        partial._fail_missing(f"the line {joined((second if partial is first else first).name)!r}",
+                              timeout, None)
+    first._fail(f"{first.name} and {second.name} sent their usernames at the same moment; within "
+                f"{timeout} s neither heard the other join.\n"
+                f"Exactly one of them must: the one the server added first hears the other join.",
+                "Does the server announce a join to the others at all? If it does: " + JOIN_RULE +
+                "\n  Neither hearing means the list for a join line was taken before the add, in a\n"
+                "  separate step: each joiner missed the other.")
+
+
+def check_join_rule(connect, rounds=5, timeout=CHAT_WAIT):
+    """Pairs of clients send their names back to back, `rounds` times: each time exactly
+    one of the two must hear the other join (first_join_line fails otherwise, naming the
+    rule). Earlier pairs stay in the chat, silent."""
+    for number in range(rounds):
+        join_pair(connect(f"pair{number}a"), connect(f"pair{number}b"), timeout, strict=True)
+
+
 def confirm_first(connect, name, server=None, timeout=CHAT_WAIT):
     """Join the first client, and wait until the server has surely added it to the chat.
 
     The first client sees nobody join, so we cannot watch for its own join. A
-    helper, "witness", joins too. Whichever of the two the server adds second
-    announces itself to the first, so once either has seen the other join,
-    both are in. The witness's join line may or may not reach the client; the
-    witness then sends a line, and everything before it (at most that join
-    line) is skipped: the client starts with a clean slate.
+    helper, "witness", sends its name at the same moment (first_join_line):
+    whichever of the two hears the other join, both are then in, and the client
+    has a clean slate. The witness stays in the chat, never read, until the test ends.
     """
     witness = connect(WITNESS, server)
-    witness.send_line(WITNESS)
     client = connect(name, server)
-    client.send_line(name)
-    skipped = []
-    deadline = time.monotonic() + timeout
-    while True:
-        line = client.read_line(0.02)
-        if line is not None:
-            skipped.append(line)
-            if line == joined(WITNESS):
-                break
-        if witness.read_line(0.02) == joined(name):
-            break
-        for who in (client, witness):
-            who._check_server()
-            if who.closed_by_server:
-                who._fail_missing("to stay connected while it joined", timeout, None)
-        if time.monotonic() > deadline:
-            client._fail_missing(f"that {WITNESS!r}, who joined at the same time, "
-                                 f"would see it join, or see the line {joined(WITNESS)!r}",
-                                 timeout, "Does the server announce a join to the others?")
-    witness.send_line(SYNC)
-    while True:
-        line = client.read_line(max(0.0, deadline - time.monotonic()))
-        if line == said(WITNESS, SYNC):
-            break
-        if line is None:
-            client._fail_missing(f"the line {said(WITNESS, SYNC)!r}", timeout, None)
-        skipped.append(line)
-    unexpected = [line for line in skipped if line != joined(WITNESS)]
-    if unexpected:
-        client._fail(f"{name} received {show(unexpected, 200)} while it joined, before anyone spoke.",
-                     "Only the join line of another client may arrive here. Does the joiner get its own join line?")
+    join_pair(witness, client, timeout)
     return client
 
 
 WITNESS = "witness"
 SYNC = "(the test checks that the chat is ready)"
-
-
-def join_all(connect, names, server=None, timeout=CHAT_WAIT):
-    """Join clients one after the other, each seen by all the earlier ones; return them."""
-    clients = []
-    for name in names:
-        clients.append(join(connect, name, room=list(clients), server=server, timeout=timeout))
-    return clients
 
 
 def nodelay(client):

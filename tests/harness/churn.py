@@ -1,7 +1,8 @@
 """Join/leave churn for chat servers (stages 06 and 08): clients come and go, in every way a
 connection can end, while stable members chat; nothing may be lost, doubled or reordered.
 
-    from harness.churn import join, join_all, run_churn
+    from harness.chat import join_all
+    from harness.churn import run_churn
     alice, bob = join_all(connect, ["alice", "bob"])   # both surely in the room
     run_churn(connect, rounds=8, churners=6, messages=150)
 
@@ -9,58 +10,242 @@ Churners run on threads of their own, on raw sockets: each joins, maybe says som
 then leaves by /exit, by closing, or by a reset (RST). Meanwhile one stable member sends
 numbered messages. Every stable listener must receive every message, in order, and for
 every churner it heard join, exactly one leave line. The sender must stay connected.
+
+How a listener's lines are checked (RoomLog, read_until_settled): read until every
+message and every leave line that is due has come, however late (leave lines and
+messages of different clients are concurrent: a leave may come after the last
+message); then a sync line from a stable member, read in turn, shows that nothing
+else (a duplicate) was on its way. Only the deadline ends the wait early; then a
+probe line tells lines the server never sent from a server that stopped delivering.
 """
 
+import collections
 import socket
 import struct
 import threading
 import time
 
-from .client import DEFAULT_WAIT
+import pytest
+
+from .chat import exited, join_all, joined, said
+from .chat import first_join_line  # noqa: F401  (kept importable from here for older callers)
+from .client import show
 from .process import fail
 
-
-def join(connect, name, server=None):
-    """A client that connected and sent its username."""
-    client = connect(name, server)
-    client.send_line(name)
-    return client
+SYNC_MARK = "(sync "    # the test's own sync and probe lines start with this
+PROBE_WAIT = 5.0        # after the deadline: how long a probe line may take
 
 
-def join_all(connect, names):
-    """Clients joined one after another; every earlier member reads each join line.
+# ---- what one stable member heard ----------------------------------------------------
 
-    The protocol has no "welcome" line, so the first two are a special case: the
-    server may take the second name first, and then the second client hears of
-    the first. After that, each newcomer joins a room whose members are known.
+
+class RoomLog:
+    """The lines one stable member received, sorted as they come, and checked at the end.
+
+    expected: {sender: [text, ...]}, the numbered messages each sender sends, in order.
+    must_leave: names of clients this member never heard join (they were in before it)
+    that each leave exactly once. Any other client heard joining must leave exactly once.
+    ignore: names whose lines are not checked (a sender the server cut off, say).
     """
-    clients = [join(connect, names[0])]
-    if len(names) > 1:
-        first, second = clients[0], join(connect, names[1])
-        seen = first_join_line(first, second, timeout=DEFAULT_WAIT)
-        (second if seen is first else first).story.add("the test", "(the server took its name first)")
-        clients.append(second)
-    for name in names[2:]:
-        newcomer = join(connect, name)
-        for earlier in clients:
-            earlier.expect_line(f"{name} joined the chat room!")
-        clients.append(newcomer)
-    return clients
+
+    def __init__(self, client, expected, must_leave=(), ignore=()):
+        self.client = client
+        self.ignore = set(ignore)
+        self.expected = {sender: list(texts) for sender, texts in expected.items()
+                         if sender != client.name and sender not in self.ignore}
+        self.must_leave = [name for name in must_leave if name != client.name]
+        self.texts = collections.defaultdict(list)   # sender -> texts received, in order
+        self.joins = collections.Counter()
+        self.leaves = collections.Counter()
+        self.other = []
+        self.late = []      # lines due that came only after the deadline
+
+    def add(self, line):
+        name, colon, text = line.partition(": ")
+        if colon and text.startswith(SYNC_MARK):
+            return  # a sync line (for this member or another one)
+        if any(line.startswith(name + " ") or line.startswith(name + ":") for name in self.ignore):
+            return
+        if colon and name in self.expected:
+            self.texts[name].append(text)
+        elif line.endswith(" joined the chat room!"):
+            self.joins[line[:-len(" joined the chat room!")]] += 1
+        elif line.endswith(" exited the chat room"):
+            self.leaves[line[:-len(" exited the chat room")]] += 1
+        else:
+            self.other.append(line)
+
+    def churners(self):
+        """Clients heard joining (not stable senders): each must leave exactly once."""
+        return [name for name in self.joins if name not in self.expected]
+
+    def due(self):
+        """What is still due: the last message of each sender still here, and leave lines."""
+        waiting = [said(sender, texts[-1]) for sender, texts in self.expected.items()
+                   if texts and texts[-1] not in self.texts[sender] and not self.leaves[sender]]
+        waiting += [exited(name) for name in self.must_leave + self.churners() if not self.leaves[name]]
+        return waiting
+
+    def done(self):
+        return not self.due()
+
+    def problems(self, probe_arrived):
+        """[(kind, text)] of everything wrong; kind chooses the likely cause (see cause_for)."""
+        found = []
+        me = self.client.name
+        for sender, expected in self.expected.items():
+            if self.leaves[sender]:
+                found.append(("innocent_left", f"{sender}, a sender that never left, was announced as leaving"))
+            got = self.texts[sender]
+            if got == expected:
+                continue
+            counts = collections.Counter(got)
+            missing = [t for t in expected if t not in counts]
+            arrived_after = [t for t in missing if expected.index(t) < max(
+                (expected.index(g) for g in counts if g in expected), default=-1)]
+            unarrived_tail = [t for t in missing if t not in arrived_after]
+            twice = sorted(t for t, n in counts.items() if n > 1)
+            strange = sorted(t for t in counts if t not in expected)
+            if arrived_after:
+                found.append(("lost_message", f"{len(arrived_after)} of {sender}'s {len(expected)} messages "
+                                              f"never arrived though later ones did, e.g. "
+                                              f"{show(arrived_after[:3], 200)}"))
+            if unarrived_tail and not self.leaves[sender]:
+                found.append(("stalled" if not probe_arrived else "lost_message",
+                              f"{sender}'s messages from {show(unarrived_tail[0])} on never arrived"))
+            if twice:
+                found.append(("duplicate_message", f"{len(twice)} of {sender}'s messages arrived more than "
+                                                   f"once, e.g. {show(twice[:3], 200)}"))
+            if strange:
+                found.append(("changed", f"{sender}'s messages arrived changed, e.g. {show(strange[:3], 200)}"))
+            if not (missing or twice or strange):
+                found.append(("order", f"{sender}'s messages arrived out of order: lines from one sender "
+                                       f"must arrive in the order sent"))
+        for name in self.must_leave + self.churners():
+            count = self.leaves[name]
+            if count > 1:
+                found.append(("duplicate_leave", f"{me} heard {exited(name)!r} {count} times: a client "
+                                                 f"leaves exactly once"))
+            elif count == 0:
+                found.append(("lost_leave" if probe_arrived else "stalled",
+                              f"{name} left once, but {me} never heard {exited(name)!r}"))
+        for name, count in self.joins.items():
+            if count > 1:
+                found.append(("duplicate_join", f"{me} heard {joined(name)!r} {count} times"))
+        for name in self.leaves:
+            if name not in self.joins and name not in self.must_leave and name not in self.expected:
+                found.append(("lost_join", f"{me} heard {name} leave, but never heard it join"))
+        if self.late:
+            found.append(("late", f"{len(self.late)} lines came only after the deadline, e.g. "
+                                  f"{show(self.late[:3], 200)}"))
+        return found
 
 
-def first_join_line(first, second, timeout):
-    """Wait until one of two clients hears the other join; return the one that heard it."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and not (first.closed_by_server or second.closed_by_server):
-        first._check_server()  # a crashed or unfinished server fails at once
-        for listener, joiner in ((first, second), (second, first)):
-            if b"\n" in listener.buffer or listener._receive_some(time.monotonic() + 0.02):
-                if b"\n" in listener.buffer:
-                    listener.expect_line(f"{joiner.name} joined the chat room!")
-                    return listener
-    closed = second if second.closed_by_server else first
-    other = first if closed is second else second
-    closed.expect_line(f"{other.name} joined the chat room!")  # fails, with the story
+def read_until_settled(log, sync_sender, deadline):
+    """Read log.client until every line due has come, then until a sync line from
+    sync_sender has come too (nothing else was on its way); again if the lines read
+    meanwhile made more lines due (a join heard late: its leave is due too).
+
+    True once settled; False at the deadline.
+    """
+    client = log.client
+    for round_number in range(1, 1000):
+        for line in _lines_until(client, deadline, lambda: log.done()):
+            log.add(line)
+        if not log.done():
+            return False
+        sync = f"{SYNC_MARK}for {client.name}, {round_number})"
+        sync_sender.send_line(sync)
+        arrived = False
+        for line in _lines_until(client, deadline, lambda: arrived):
+            if line == said(sync_sender.name, sync):
+                arrived = True
+            else:
+                log.add(line)
+        if not arrived:
+            return False
+        if log.done():
+            return True
+    return False
+
+
+def probe(log, sender, wait=PROBE_WAIT):
+    """After the deadline: does a line sent now still reach log.client? Lines due that
+    come meanwhile are noted as late. True if the probe line arrived."""
+    text = f"{SYNC_MARK}probe for {log.client.name})"
+    try:
+        sender.send_line(text)
+    except pytest.fail.Exception:  # the sender was cut off: what the member heard is reported
+        return False
+    arrived = False
+    due = set(log.due())
+    for line in _lines_until(log.client, time.monotonic() + wait, lambda: arrived):
+        if line == said(sender.name, text):
+            arrived = True
+        else:
+            if line in due:
+                log.late.append(line)
+            log.add(line)
+    return arrived
+
+
+def _lines_until(client, deadline, finished):
+    while not finished():
+        line = client.read_line(max(0.0, deadline - time.monotonic()))
+        if line is None:
+            return
+        yield line
+
+
+# What each kind of problem most likely means. Chosen from what was observed, so
+# that a lost leave line is never blamed on the lock, nor a lost message on clean-up.
+CAUSES = {
+    "lost_message": (
+        "A message went missing while later ones arrived: broadcast() skipped a member. Does every\n"
+        "  use of the list of clients (add, remove, and the loop in broadcast) hold one lock, and\n"
+        "  does broadcast() loop over a *copy* made under it? Removing from a list while a loop walks\n"
+        "  it shifts the next member under the loop, and it is skipped."),
+    "lost_join": (
+        "A join line went missing (its leave line came): broadcast() skipped a member. Does every use\n"
+        "  of the list of clients hold one lock, and does each broadcast send to a copy made under it?"),
+    "duplicate_message": (
+        "A message reached the same member twice: is each line sent once, to a copy of the list made\n"
+        "  under the lock?"),
+    "changed": "Messages arrived changed: are two lines being mixed, or one line split?",
+    "order": (
+        "Lines from one sender must reach each member in the order sent: are lines to one member\n"
+        "  sent from several threads, or queued, without one order?"),
+    "duplicate_leave": (
+        "A client must leave exactly once: is it removed and announced from two places (say, a\n"
+        "  failed send in broadcast() and its own thread's clean-up)? Let remove() say whether *this*\n"
+        "  call removed it, and announce the leave only then."),
+    "duplicate_join": "A client was announced joining twice: send its join line once.",
+    "lost_leave": (
+        "A client that left was never announced, though the server went on delivering (a line sent\n"
+        "  after the deadline arrived). Does every way a connection ends (/exit; a close: recv()\n"
+        "  returns b''; a reset: recv() raises) lead to the same clean-up, remove then announce?\n"
+        "  Or was it removed elsewhere (a failed send) without an announcement, so its own clean-up\n"
+        "  found nothing to announce, or raised (see the server's tracebacks)?"),
+    "stalled": (
+        "The server stopped delivering to this member: lines due never came, and neither did a line\n"
+        "  sent after the deadline. Is a server thread blocked for good (a sendall() to a client that\n"
+        "  stopped reading, or a lock that is never released)?"),
+    "late": "Lines came, but only after a deadline of many seconds: is a thread waiting for something?",
+    "innocent_left": (
+        "The server disconnected a sender that never left: a failed send to *another* client must\n"
+        "  never disturb the sender (an error in broadcast() escaped into the sender's thread?)."),
+}
+
+
+def cause_for(kinds):
+    """The likely cause for the kinds of problem seen, most telling first."""
+    order = ["innocent_left", "lost_message", "lost_join", "duplicate_leave", "duplicate_join",
+             "duplicate_message", "order", "changed", "lost_leave", "stalled", "late"]
+    chosen = [CAUSES[kind] for kind in order if kind in kinds]
+    return "\n  Also: ".join(chosen[:2])
+
+
+# ---- churn -------------------------------------------------------------------------
 
 
 def _churner(address, name, how, errors):
@@ -109,70 +294,33 @@ def run_churn(connect, rounds=8, churners=6, messages=150, timeout=20.0, listene
     churn_thread.join(30)
     if errors:
         fail("Churn clients could not connect:\n  " + "\n  ".join(errors[:5]))
+    expected = {"speaker": [f"message {number:04}" for number in range(messages)]}
+    deadline = time.monotonic() + timeout
     for listener in stable:
-        _check_listener(listener, messages, timeout)
-    speaker.send_line("still connected?")
-    for listener in stable:
-        _wait(listener, lambda state: "speaker: still connected?" in state["other"], timeout,
-              "the speaker's last line", "The speaker must stay connected through the churn.")
+        _check_listener(RoomLog(listener, expected), speaker, deadline, timeout)
     server = speaker.server
     if server is not None:
         server.assert_no_traceback("the churn")
 
 
-def _check_listener(listener, messages, timeout):
-    """Every message in order; for each churner heard joining, exactly one leave line."""
-    state = {"next": 0, "joined": {}, "left": {}, "other": [], "bad": []}
+def _check_listener(log, speaker, deadline, timeout):
+    """Every message once and in order; for each churner heard joining, exactly one leave line.
 
-    def done(state):
-        return (state["next"] >= messages and
-                all(state["left"].get(name, 0) == 1 for name in state["joined"]))
-
-    _wait(listener, done, timeout, f"all {messages} messages and a leave line for every join",
-          "Under churn, a message to the stable members was lost, or a leave line is missing.\n"
-          "  Is the list of clients changed while another thread iterates over it, without a lock?",
-          state=state)
-
-
-def _wait(listener, condition, timeout, what, cause, state=None):
-    state = state if state is not None else {"next": 0, "joined": {}, "left": {}, "other": [], "bad": []}
-    deadline = time.monotonic() + timeout
-    while not condition(state):
-        line = listener.read_line(max(0.0, deadline - time.monotonic()))
-        if line is None:
-            _report(listener, state, what, cause)
-        _classify(line, state)
-        if state["bad"]:
-            _report(listener, state, what, "; ".join(state["bad"][:3]))
-    return state
-
-
-def _classify(line, state):
-    if line.startswith("speaker: message "):
-        number = int(line.rsplit(" ", 1)[1])
-        if number != state["next"]:
-            state["bad"].append(f"'message {number:04}' arrived where 'message {state['next']:04}' was due")
-        state["next"] = number + 1
-    elif line.endswith(" joined the chat room!"):
-        name = line[:-len(" joined the chat room!")]
-        state["joined"][name] = state["joined"].get(name, 0) + 1
-        if state["joined"][name] > 1:
-            state["bad"].append(f"{name} was announced joining twice")
-    elif line.endswith(" exited the chat room"):
-        name = line[:-len(" exited the chat room")]
-        state["left"][name] = state["left"].get(name, 0) + 1
-        if state["left"][name] > 1:
-            state["bad"].append(f"{name}'s leave line arrived twice: a client must leave exactly once")
-        if name not in state["joined"]:
-            state["bad"].append(f"{name} left without having joined")
-    else:
-        state["other"].append(line)
-
-
-def _report(listener, state, what, cause):
-    missing_leave = [n for n in state["joined"] if state["left"].get(n, 0) != 1]
-    listener._fail(f"{listener.name} expected {what}.\n"
-                   f"It received messages up to number {state['next'] - 1}; "
-                   f"{len(state['joined'])} join lines, {sum(state['left'].values())} leave lines"
-                   + (f"; no leave line yet for {missing_leave[:5]}" if missing_leave else "") + ".",
-                   cause)
+    The speaker's sync line (it must stay connected through the churn) ends the reading.
+    """
+    settled = read_until_settled(log, speaker, deadline)
+    probe_arrived = settled or probe(log, speaker)
+    problems = log.problems(probe_arrived)
+    if not settled and not problems:
+        problems = [("stalled", f"the speaker's sync line never reached {log.client.name}: the speaker "
+                                f"must stay connected through the churn")]
+    if not problems:
+        return
+    listener = log.client
+    heard = (f"{listener.name} received {sum(len(t) for t in log.texts.values())} messages, "
+             f"{sum(log.joins.values())} join lines and {sum(log.leaves.values())} leave lines"
+             + ("" if settled else f"; at the {timeout:.0f} s deadline it was still waiting for "
+                                   f"{show(log.due()[:5], 300)}"))
+    listener._fail(f"Under join/leave churn, {listener.name} did not get every message and leave line "
+                   f"exactly once.\n{heard}.\n  - " + "\n  - ".join(text for _, text in problems[:8]),
+                   cause_for({kind for kind, _ in problems}))
