@@ -281,3 +281,59 @@ def test_grades_a_forging_repository_zip_honestly(autograder_zip):
                 f"graded as root, the programs must run as the grading user only; they ran as uids {recorded}"
     finally:
         shutil.rmtree(top, ignore_errors=True)
+
+
+def load_run_autograder(home, monkeypatch):
+    """run_autograder as a module, its root moved to `home` (it has no .py suffix)."""
+    import importlib.machinery
+    import importlib.util
+    monkeypatch.setenv("AUTOGRADER_ROOT", str(home))
+    monkeypatch.syspath_prepend(str(home / "source" / "tests"))
+    loader = importlib.machinery.SourceFileLoader("run_autograder_under_test", str(home / "source" / "run_autograder"))
+    spec = importlib.util.spec_from_loader(loader.name, loader)
+    module = importlib.util.module_from_spec(spec)
+    loader.exec_module(module)
+    return module
+
+
+class FakeClock:
+    def __init__(self):
+        self.now = 1000.0
+
+    def monotonic(self):
+        return self.now
+
+
+def test_one_time_limit_covers_the_public_and_the_hidden_run(autograder_zip, tmp_path, monkeypatch):
+    """A public run that takes most of the limit leaves the hidden run only the rest of it."""
+    zip_path, _ = autograder_zip
+    home = tmp_path / "autograder"
+    lay_out_autograder(zip_path, home)
+    shutil.copytree(ROOT / "solutions" / "01_echo", home / "submission" / "01_echo")
+    module = load_run_autograder(home, monkeypatch)
+    (tmp_path / "private").mkdir()
+    (tmp_path / "shared").mkdir()
+    clock, given = FakeClock(), []
+
+    def fake_run(files, impl, private, label, seconds_left, sandbox):
+        given.append((label, seconds_left))
+        clock.now += min(400.0, seconds_left)  # each run takes 400 s, or is stopped at its deadline
+        log_path = private / f"{label}.log"
+        log_path.write_text(f"the {label} run\n")
+        test = {"name": f"01_echo: a {label} test", "number": "1", "score": 1.0, "max_score": 1.0,
+                "status": "passed", "visibility": "visible"}
+        return {"tests": [test], "output": f"{label} scoreboard"}, (0 if seconds_left > 400 else None), \
+            min(400.0, seconds_left), log_path
+
+    monkeypatch.setattr(module, "time", clock)
+    monkeypatch.setattr(module, "run_group", fake_run)
+    monkeypatch.setattr(module, "grading_sandbox", lambda: None)
+    results = module.grade({"timeout": 540, "hidden_files": ["test_01_hidden.py"],
+                            "hidden_visibility": HIDDEN_VISIBILITY},
+                           tmp_path / "private", tmp_path / "shared")
+    assert [label for label, _ in given] == ["public", "hidden"]
+    assert given[0][1] == 540 and given[1][1] == 140, f"one limit for both runs: {given}"
+    assert [t["number"] for t in results["tests"]] == ["1", "2"]
+    assert results["tests"][1]["visibility"] == HIDDEN_VISIBILITY
+    assert "hidden" not in results["output"], results["output"]
+    assert "time limit (540 s) was reached" in results["output"], results["output"]
