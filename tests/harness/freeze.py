@@ -115,15 +115,20 @@ class Observer(threading.Thread):
             self.changed.notify_all()
 
     def wait_until(self, condition, timeout):
-        """Wait until condition() (called under the lock), the deadline, or the connection closed."""
+        """Wait until condition() (called under the lock), the deadline, or the connection closed.
+
+        A server that crashed, or raised NotImplementedError, fails the test at once.
+        """
         deadline = time.monotonic() + timeout
-        with self.changed:
-            while not condition():
+        while True:
+            with self.changed:
+                if condition():
+                    return True
                 remaining = deadline - time.monotonic()
                 if remaining <= 0 or self.ended:
-                    return condition()
+                    return False
                 self.changed.wait(min(remaining, 0.1))
-            return True
+            self.client._check_server()
 
     def finish(self):
         self.stop.set()
@@ -212,6 +217,9 @@ def wait_until_talker_is_blocked(watch, stuck):
     lock release it for a moment. So stuck sends blank lines (ignored, says the
     protocol) until one of them no longer sets talker's lines moving.
     """
+    if not watch.wait_until(lambda: watch.talker_lines > 0, DEFAULT_WAIT):
+        watch.client._fail_missing(f"talker's lines (talker sends {FLOOD_LINES}); none arrived", DEFAULT_WAIT,
+                                   "Are messages forwarded to the others as NAME: TEXT?")
     stalled = wait_for_stall(watch)
     nudges = 0
     while stalled and nudges < MAX_NUDGES:
