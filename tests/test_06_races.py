@@ -14,7 +14,7 @@ from harness.chat import (CHAT_WAIT, DECODE_WHOLE_LINES, RECV_IS_NOT_A_MESSAGE,
                           RawClient, Threads, check_join_rule, exited, expect_chat_line,
                           expect_chat_lines, fail_unexpected_line, join, join_all, joined, said,
                           send_in_pieces)
-from harness.churn import RoomLog, cause_for, probe, read_until_settled
+from harness.churn import PROBE_WAIT, RoomLog, cause_for, probe, read_until_settled
 from harness.client import show
 from harness.process import fail
 
@@ -260,13 +260,17 @@ def test_churn_every_message_exactly_once(start_server, connect, story):
                       f"{number}; an error in broadcast() escaped into the sender's own thread?")
         kinds.add("innocent_left")
     expected = {sender: [numbered(sender, i) for i in range(MESSAGES_EACH)] for sender in SENDERS}
+    probe_until = None  # one probe window for all: a stalled server costs PROBE_WAIT once
     for client in stable:
         # Read until every message and every leave line due has come (a leave may come
         # after the last message: they are concurrent), then until a sync line: no more.
         log = RoomLog(client, expected, must_leave=EARLY, ignore=dropped)
         sync_sender = room_sync_sender(client, stable, dropped)
         settled = read_until_settled(log, sync_sender, deadline)
-        problems = log.problems(probe_arrived=settled or probe(log, sync_sender))
+        if not settled:
+            probe_until = probe_until or time.monotonic() + PROBE_WAIT
+        problems = log.problems(probe_arrived=settled or probe(
+            log, sync_sender, max(1.0, probe_until - time.monotonic())))
         if not settled and not problems:
             problems = [("stalled", f"the sync line from {sync_sender.name} never came")]
         if client.closed_by_server:

@@ -365,8 +365,9 @@ def test_quiet_members_stay_connected(start_server, connect):
     heard[bob] = bob.read_line(0.2)        # what bob got meanwhile, if anything
     closed = [client.name for client in (alice, bob) if client.closed_by_server]
     if closed:
+        lines = "".join(f"\n{client.name} received {line!r}." for client, line in heard.items() if line)
         alice._fail(f"alice and bob joined, then stayed quiet for 4 s; the server closed the connection of "
-                    f"{' and '.join(closed)}.", QUIET_MEMBER_DROPPED)
+                    f"{' and '.join(closed)}.{lines}", QUIET_MEMBER_DROPPED)
     for client, line in heard.items():
         if line is not None:
             client._fail(f"alice and bob joined, then stayed quiet for 4 s, and nobody else spoke; "
@@ -441,12 +442,13 @@ QUIET_MEMBER_DROPPED = (
     "  and only a client that stops *reading* while lines wait for it may be disconnected.")
 
 
-def stuck_reader_cause(drains, senders):
+def stuck_reader_cause(drains):
     """Why the lines did not reach fast, from what was seen: closed connections or a stall."""
     fast_drain, sender_drains = drains[0], drains[1:]
     if fast_drain.closed or any(drain.closed for drain in sender_drains):
         closed = [drain.client.name for drain in drains if drain.closed]
-        return (f"The server closed {', '.join(closed)}, who kept reading all the time. " + QUIET_MEMBER_DROPPED)
+        return (f"The server closed {', '.join(closed)}, who kept reading all the time.\n  "
+                + QUIET_MEMBER_DROPPED)
     return ("stuck never reads, so its socket fills up and a plain sendall() to it blocks\n"
             "  forever - in the thread of whoever is sending, so everyone waits. Never block\n"
             "  for long on one client: queue what its socket won't take, and disconnect it\n"
@@ -478,8 +480,8 @@ def test_stuck_reader_does_not_stall_others(server, connect):
         for drain in drains:
             drain.finish()
     if not arrived or errors:
-        fast._fail(f"{drains[0].summary(names, lines_each)}\n" + "\n".join(errors),
-                   stuck_reader_cause(drains, senders))
+        fast._fail("\n".join([drains[0].summary(names, lines_each)] + errors),
+                   stuck_reader_cause(drains))
     if drains[0].disorder:
         fast._fail("Lines from one sender arrived out of order:\n  " + "\n  ".join(drains[0].disorder),
                    "Lines queued for a client must go out before any line sent directly after them.")

@@ -82,7 +82,7 @@ def chat_cause(expected, got):
             if got_text.rstrip("\r") == want_text:
                 return "The message still ends with '\\r': drop a trailing '\\r' from each line."
     if got.endswith(" joined the chat room!") and got != expected:
-        return ("A join line arrived where none was due. " + JOIN_RULE +
+        return ("A join line arrived where none was due.\n  " + JOIN_RULE +
                 "\n  Is the join line sent to a list taken after the add (a client who joined meanwhile\n"
                 "  is in it), or to a list that other threads change while broadcast() loops over it?")
     if got.strip() != got and got.strip() == expected:
@@ -208,9 +208,9 @@ def first_join_line(first, second, timeout=CHAT_WAIT, strict=False):
             f"Exactly one of the two may hear it: the one the server added first.",
             JOIN_RULE + "\n  Both hearing means the list for a join line was taken after the add, in a\n"
                         "  separate step: the other client had been added in between.")
-    fail_unexpected_line(joiner, said(listener.name, SYNC), line, timeout,
-                         f"{joiner.name} had sent its name and {listener.name} had heard it join, so "
-                         f"{listener.name}'s message was the next line due.")
+    missing = (f"{joiner.name} had sent its name and {listener.name} had heard it join, so "
+               f"{listener.name}'s message was due: is {joiner.name} in the list that broadcast() uses?")
+    fail_unexpected_line(joiner, said(listener.name, SYNC), line, timeout, missing if line is None else None)
 
 
 def _wait_for_a_join_line(first, second, timeout):

@@ -34,6 +34,10 @@ from .process import fail
 
 SYNC_MARK = "(sync "    # the test's own sync and probe lines start with this
 PROBE_WAIT = 5.0        # after the deadline: how long a probe line may take
+# Members are read one after another against one deadline. Once an earlier one used
+# it up (lines it waited for never came), a later one still gets this long to read
+# what the server has sent it already, so that nothing is wrongly counted as late.
+MIN_READ = 2.0
 
 
 # ---- what one stable member heard ----------------------------------------------------
@@ -149,6 +153,7 @@ def read_until_settled(log, sync_sender, deadline):
     True once settled; False at the deadline.
     """
     client = log.client
+    deadline = max(deadline, time.monotonic() + MIN_READ)
     for round_number in range(1, 1000):
         for line in _lines_until(client, deadline, lambda: log.done()):
             log.add(line)
@@ -204,7 +209,8 @@ CAUSES = {
         "A message went missing while later ones arrived: broadcast() skipped a member. Does every\n"
         "  use of the list of clients (add, remove, and the loop in broadcast) hold one lock, and\n"
         "  does broadcast() loop over a *copy* made under it? Removing from a list while a loop walks\n"
-        "  it shifts the next member under the loop, and it is skipped."),
+        "  it shifts the next member under the loop, and it is skipped: its messages, join and leave\n"
+        "  lines go missing."),
     "lost_join": (
         "A join line went missing (its leave line came): broadcast() skipped a member. Does every use\n"
         "  of the list of clients hold one lock, and does each broadcast send to a copy made under it?"),
@@ -241,6 +247,8 @@ def cause_for(kinds):
     """The likely cause for the kinds of problem seen, most telling first."""
     order = ["innocent_left", "lost_message", "lost_join", "duplicate_leave", "duplicate_join",
              "duplicate_message", "order", "changed", "lost_leave", "stalled", "late"]
+    if kinds & {"lost_message", "lost_join"}:
+        kinds = kinds - {"lost_leave"}  # a skipped member loses leave lines too: one cause
     chosen = [CAUSES[kind] for kind in order if kind in kinds]
     return "\n  Also: ".join(chosen[:2])
 
