@@ -9,7 +9,6 @@ take part in its own grading (a conftest.py, a pytest.ini, a sitecustomize.py). 
 import json
 import os
 import shutil
-import stat
 import subprocess
 import sys
 import sysconfig
@@ -124,27 +123,29 @@ def forging_repository_zip(archive, uid_folder=None):
     return archive
 
 
-def readable_by_others(path):
-    """True when every folder above `path` is searchable and the file readable by any user."""
-    path = Path(path).resolve()
-    if not os.stat(path).st_mode & stat.S_IROTH:
+def runs_as(uid, python):
+    """True when `uid` can run this interpreter (the folders above it searchable, and so on)."""
+    try:
+        probe = subprocess.run([python, "-c", "pass"], cwd="/", user=uid, group=uid, extra_groups=[],
+                               env={"PATH": os.environ.get("PATH", "")}, capture_output=True, timeout=60)
+    except (OSError, subprocess.SubprocessError):
         return False
-    return all(os.stat(folder).st_mode & stat.S_IXOTH for folder in path.parents)
+    return probe.returncode == 0
 
 
 def interpreter_for_unprivileged_programs():
     """(python, extra environment) that root can grade with and an unprivileged user can run.
 
-    This interpreter when others may run it. Otherwise (e.g. one under /root) the system's
-    Python of the same version, with this interpreter's packages on PYTHONPATH for root's
-    pytest: the programs under test need the standard library only. None when neither works.
+    This interpreter when the grading user may run it. Otherwise (e.g. one under /root) the
+    system's Python of the same version, with this interpreter's packages on PYTHONPATH for
+    root's pytest: the programs under test need the standard library only. None when neither.
     """
-    if readable_by_others(sys.executable):
+    if runs_as(private_uid(), sys.executable):
         return sys.executable, {}
-    system = Path(f"/usr/bin/python{sys.version_info.major}.{sys.version_info.minor}")
-    if system.is_file() and readable_by_others(system):
-        packages = [p for p in {sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]}]
-        return str(system), {"PYTHONPATH": os.pathsep.join(packages)}
+    system = f"/usr/bin/python{sys.version_info.major}.{sys.version_info.minor}"
+    if Path(system).is_file() and runs_as(private_uid(), system):
+        packages = sorted({sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]})
+        return system, {"PYTHONPATH": os.pathsep.join(packages)}
     return None
 
 
