@@ -48,6 +48,7 @@ def take_in(source, dest, root=None):
     source, dest = Path(source), Path(dest)
     stages = load_stages(root) if root else load_stages()
     dest.mkdir(parents=True, exist_ok=True)
+    dest.chmod(0o755)
     if source.is_file() and source.suffix.lower() == ".zip":
         try:
             with zipfile.ZipFile(source) as archive:
@@ -93,6 +94,9 @@ def _take(entries, stages, dest):
             target = dest / stage.slug / program
             target.parent.mkdir(exist_ok=True)
             target.write_bytes(data)
+            # Readable by a grading user of its own (the programs may run as one); writable by nobody else.
+            target.parent.chmod(0o755)
+            target.chmod(0o644)
             intake.copied.setdefault(stage.slug, []).append(program)
     return intake
 
@@ -149,7 +153,8 @@ def _zip_entries(archive):
         if info.is_dir() or path.is_absolute() or ".." in path.parts:
             continue
         mode = info.external_attr >> 16
-        kind = "link" if stat.S_ISLNK(mode) else "special" if mode and not stat.S_ISREG(mode) else "file"
+        # Zips made without Unix modes (Windows, or no file type bits) hold regular files.
+        kind = "link" if stat.S_ISLNK(mode) else "special" if stat.S_IFMT(mode) and not stat.S_ISREG(mode) else "file"
         yield Entry(path, kind, info.file_size, _member_reader(archive, info))
 
 

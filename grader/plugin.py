@@ -100,6 +100,7 @@ class Impl:
             raise pytest.UsageError(f"--impl {value}: there is no folder or file {self.source}")
         # A submission is data: only its listed programs are copied, into a folder of our own.
         self.scratch = Path(tempfile.mkdtemp(prefix="threaded-chat-impl-"))
+        self.scratch.chmod(0o755)  # programs may run as a grading user of their own
         self.folder = self.scratch / "impl"
         self.intake = take_in(self.source, self.folder)
 

@@ -18,6 +18,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 import zipfile
@@ -130,11 +131,7 @@ def take_in_submission(entry, dest):
     Returns an Intake: layout (where the stage folders were found), copied, notes (what
     was refused or not found). Nothing else of the submission is ever copied.
     """
-    intake = take_in(entry, dest, ROOT)
-    for folder in [Path(dest), *Path(dest).rglob("*")]:
-        # Readable by the grading user the programs may run as; writable by nobody else.
-        os.chmod(folder, 0o755 if folder.is_dir() else 0o644)
-    return intake
+    return take_in(entry, dest, ROOT)
 
 
 def pytest_command(impl_dir, json_path, test_files, extra=()):
@@ -204,15 +201,40 @@ class Sandbox:
             time.sleep(0.05)
 
 
+SANDBOX_UIDS = 900  # how many uids, from SANDBOX_FIRST_UID on, the grading tools may take
+SANDBOX_LOCKS = Path(tempfile.gettempdir())
+
+
 def sandbox_for(slot):
-    """The Sandbox for concurrent job number `slot` when running as root on POSIX; else None."""
+    """A Sandbox for one concurrent job when running as root on POSIX; else None.
+
+    Its uid is this machine's, not just this tool's: a lock file per uid, held while the
+    Sandbox lives, keeps two grading tools running at once (two batches, a batch and a
+    self-check) from sharing a uid and killing each other's programs at the end of a job.
+    `slot` only says where to start looking.
+    """
     if IS_WINDOWS or os.geteuid() != 0:
         return None
-    return Sandbox(SANDBOX_FIRST_UID + slot)
+    import fcntl  # POSIX only, like the rest of the sandbox
+    for offset in range(SANDBOX_UIDS):
+        uid = SANDBOX_FIRST_UID + (slot + offset) % SANDBOX_UIDS
+        lock = open(SANDBOX_LOCKS / f"threaded-chat-sandbox-{uid}.lock", "a")
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            lock.close()
+            continue
+        if processes_of_user(uid):  # something runs as it already: not ours to take
+            lock.close()
+            continue
+        sandbox = Sandbox(uid)
+        sandbox.lock = lock  # released when the Sandbox is gone (or this process ends)
+        return sandbox
+    raise SandboxError(f"all {SANDBOX_UIDS} grading uids from {SANDBOX_FIRST_UID} on are in use")
 
 
 def processes_of_user(uid):
-    """Pids of the processes whose real or effective uid is `uid` (Linux /proc; else ps)."""
+    """Pids of the live processes whose real or effective uid is `uid` (Linux /proc; else ps)."""
     found = []
     proc = Path("/proc")
     if proc.is_dir():
@@ -220,13 +242,13 @@ def processes_of_user(uid):
             if not entry.name.isdigit():
                 continue
             try:
-                for line in (entry / "status").read_text().splitlines():
-                    if line.startswith("Uid:"):
-                        if str(uid) in line.split()[1:3]:
-                            found.append(int(entry.name))
-                        break
+                fields = dict(line.split(":", 1) for line in (entry / "status").read_text().splitlines()
+                              if ":" in line)
             except OSError:
-                pass
+                continue
+            # A zombie has ended already (this machine's init may never reap it): not a process to fear.
+            if str(uid) in fields.get("Uid", "").split()[:2] and not fields.get("State", "").strip().startswith("Z"):
+                found.append(int(entry.name))
         return found
     try:
         listing = subprocess.run(["ps", "-A", "-o", "pid=,uid="], capture_output=True, text=True,

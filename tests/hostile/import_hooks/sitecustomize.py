@@ -1,0 +1,4 @@
+# Would run at the start of any Python that has this folder on its path.
+import os
+os.environ["THREADED_CHAT_HOSTILE_HOOK"] = "sitecustomize ran"
+raise SystemExit("sitecustomize.py of a submission ran: the grader imported submission code")
