@@ -6,6 +6,7 @@ take part in its own grading (a conftest.py, a pytest.ini, a sitecustomize.py). 
 (no points); runs under --impl solutions. POSIX only: process groups, users, /proc.
 """
 
+import functools
 import json
 import os
 import shutil
@@ -65,6 +66,7 @@ def run(args, env=None, timeout=300, cwd=ROOT):
                           timeout=timeout)
 
 
+@functools.lru_cache(maxsize=None)
 def expected_stage01_points():
     """Points of stage 01's public tests, as points_table.py counts them."""
     result = run([sys.executable, "tests/points_table.py", "--summary", "--stages", "01"])
