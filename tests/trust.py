@@ -4,6 +4,7 @@
     python tests/trust.py --runs 100 --stages 06    one stage, 100 times
     python tests/trust.py --runs 20 --skip-suite    only the buggy variants
     python tests/trust.py --runs 20 --markdown trust.md -j 2
+    python tests/trust.py --runs 20 --skip-suite --skip-variants --slow   the alternatives
 
 1. The suite: the graded tests (tests/test_NN_*.py) are run K times on the reference
    solutions, each run a fresh `python -m pytest --impl solutions` process; every test that
@@ -11,6 +12,10 @@
 2. The variants: each tests/variants/<name>/ is a solution with one bug put back, and its
    variant.json names the tests aimed at that bug (caught_by). Each is run K times against
    those tests; a run CATCHES the bug when every caught_by test fails.
+3. The alternatives: each tests/alternatives/<name>/ is a correct program of another design
+   (alternative.json: stage, design, known_failures). Each is run K times on its whole stage,
+   and with --slow K more times under the slow noise profile (THREADED_CHAT_NOISE=slow); a
+   run PASSES when every graded test but its known failures passed.
 
 Prints a Markdown report (date, machine, Python, K) ready to paste into docs/INSTRUCTORS.md.
 Exits with status 1 when a test was flaky or a variant escaped in any run.
@@ -34,10 +39,11 @@ from collections import Counter
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from grading_tools import (ROOT, TESTS, course_stages, read_results, run_isolated,  # noqa: E402
-                           select_stages, stage_of_test, stage_test_files)
+from grading_tools import (ROOT, TESTS, course_stages, pytest_command, read_results,  # noqa: E402
+                           run_isolated, select_stages, stage_of_test, stage_test_files)
 
 VARIANTS = TESTS / "variants"
+ALTERNATIVES = TESTS / "alternatives"
 RUN_TIMEOUT = 600  # seconds for one pytest run (the whole suite on the solutions takes < 180)
 
 
@@ -48,6 +54,12 @@ def parse_args(argv=None):
                         help="only these stages, e.g. --stages 06,07")
     parser.add_argument("--skip-suite", action="store_true", help="do not rerun the suite")
     parser.add_argument("--skip-variants", action="store_true", help="do not rerun the variants")
+    parser.add_argument("--skip-alternatives", action="store_true", help="do not rerun the alternatives")
+    parser.add_argument("--alternative", action="append", default=[],
+                        help="only the alternative(s) with this folder name")
+    parser.add_argument("--slow", action="store_true",
+                        help="also run the solutions and each alternative K more times with "
+                             "THREADED_CHAT_NOISE=slow (every socket call slowed at random)")
     parser.add_argument("--variant", action="append", default=[],
                         help="only the variant(s) with this folder name")
     parser.add_argument("--variants-dir", type=Path, default=VARIANTS,
@@ -80,6 +92,18 @@ def load_variants(stages, only=(), where=VARIANTS):
     return found
 
 
+def load_alternatives(stages, only=(), where=ALTERNATIVES):
+    """[(folder, alternative.json dict)] for the alternatives of the chosen stages."""
+    found = []
+    for spec in sorted(where.glob("*/alternative.json")) if where.is_dir() else []:
+        if only and spec.parent.name not in only:
+            continue
+        data = json.loads(spec.read_text(encoding="utf-8"))
+        if data.get("stage") in stages or only:
+            found.append((spec.parent, data))
+    return found
+
+
 def name_of_test(test):
     """'test_x[param]' from a results.json name 'NN_stage: test_x[param] - description'."""
     name = test.get("name", "")
@@ -101,19 +125,18 @@ class Runner:
         self.counter = 0
         self.lock = threading.Lock()
 
-    def run(self, label, impl, files, select=None):
+    def run(self, label, impl, files, select=None, slow=False):
         """One pytest process; returns (results dict or None, exit status or None, seconds)."""
         with self.lock:
             self.counter += 1
             number = self.counter
-        stem = f"{number:04d}-{label}"
+        stem = f"{number:04d}-{label}{'-slow' if slow else ''}"
         json_path = self.scratch / f"{stem}.json"
         log_path = self.scratch / f"{stem}.log"
-        command = [sys.executable, "-m", "pytest", "--impl", str(impl), "-p", "no:cacheprovider",
-                   "--grade-json", str(json_path), "-q", "--color=no", *map(str, files)]
-        if select:
-            command += ["-k", " or ".join(sorted(set(select)))]
-        status, seconds = run_isolated(command, cwd=ROOT, timeout=self.timeout, log_path=log_path)
+        extra = ["-k", " or ".join(sorted(set(select)))] if select else []
+        command = pytest_command(impl, json_path, files, extra=extra)
+        env = dict(os.environ, THREADED_CHAT_NOISE="slow") if slow else None
+        status, seconds = run_isolated(command, cwd=ROOT, timeout=self.timeout, log_path=log_path, env=env)
         results = read_results(json_path)
         if self.keep:
             self.keep.mkdir(parents=True, exist_ok=True)
@@ -164,21 +187,21 @@ class SuiteTally:
             self.failed_runs[stage] += 1
 
 
-def measure_suite(runner, stages, runs, jobs, progress):
+def measure_suite(runner, stages, runs, jobs, progress, slow=False):
     files = [f for stage in stages for f in stage_test_files(stage)]
     tally = SuiteTally()
     if not files:
         return tally, files
 
     def one(run):
-        results, status, seconds = runner.run(f"suite{run}", "solutions", files)
+        results, status, seconds = runner.run(f"suite{run}", "solutions", files, slow=slow)
         return run, results, status, seconds
 
     with concurrent.futures.ThreadPoolExecutor(max_workers=jobs) as pool:
         for run, results, status, seconds in pool.map(one, range(1, runs + 1)):
             tally.add(run, results, status, seconds, files)
             failed = [name for (stage, name), _ in tally.failures.items()]
-            progress(f"suite run {run}/{runs}: {seconds:.1f} s, "
+            progress(f"suite run {run}/{runs}{' (slow)' if slow else ''}: {seconds:.1f} s, "
                      f"{'exit ' + str(status) if status not in (0,) else 'all passed'}"
                      f"{'; tests that failed so far: ' + ', '.join(failed) if failed else ''}")
     return tally, files
@@ -223,6 +246,38 @@ def measure_variant(runner, folder, spec, runs, jobs, progress):
     return outcome
 
 
+def measure_alternative(runner, folder, spec, runs, jobs, progress, slow):
+    """K runs of the alternative's whole stage; a run passes when every test but the known failures did."""
+    stage = spec.get("stage", "?")
+    files = stage_test_files(stage) if stage in course_stages() else []
+    known = set(spec.get("known_failures") or [])
+    outcome = {"passed": 0, "runs": 0, "failed_tests": Counter(), "problems": []}
+    if not files:
+        outcome["problems"].append(f"no test file for {stage}")
+        return outcome
+
+    def one(run):
+        return runner.run(f"{folder.name}{run}", folder, files, slow=slow)
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=jobs) as pool:
+        for run, (results, status, seconds) in enumerate(pool.map(one, range(1, runs + 1)), 1):
+            outcome["runs"] += 1
+            if status is None:
+                outcome["problems"].append(f"run {run} timed out")
+            if results is None:
+                outcome["problems"].append(f"run {run} wrote no results")
+                continue
+            failed = [name_of_test(t) for t in results.get("tests", [])
+                      if t.get("status") == "failed" and base_name(name_of_test(t)) not in known]
+            for name in failed:
+                outcome["failed_tests"][name] += 1
+            if not failed and status is not None:
+                outcome["passed"] += 1
+    progress(f"alternative {folder.name}{' (slow)' if slow else ''}: passed {outcome['passed']}/{outcome['runs']}"
+             f"{' (' + '; '.join(outcome['problems']) + ')' if outcome['problems'] else ''}")
+    return outcome
+
+
 # ---- the report -------------------------------------------------------------------
 
 def machine():
@@ -240,7 +295,7 @@ def load_average():
         return "?"
 
 
-def report(args, stages, suite, variants, elapsed, load_before="?"):
+def report(args, stages, suite, variants, elapsed, load_before="?", alternatives=None):
     lines = ["| measured | |", "|---|---|",
              f"| date | {datetime.date.today().isoformat()} |",
              f"| machine | {machine()} |",
@@ -251,23 +306,7 @@ def report(args, stages, suite, variants, elapsed, load_before="?"):
              f"| load average (start, end) | {load_before}, {load_average()} |",
              f"| wall time | {elapsed / 60:.1f} min |", ""]
     if suite is not None:
-        tally, files = suite
-        lines += [f"**The reference solutions, every graded test, {tally.runs} runs**", "",
-                  "| stage | graded tests | runs with a failure | tests that ever failed |",
-                  "|---|---|---|---|"]
-        for stage in stages:
-            tests = tally.tests_by_stage.get(stage, set())
-            failed = {name: n for (s, name), n in tally.failures.items() if s == stage}
-            bad_runs = tally.failed_runs.get(stage, 0)
-            shown = ", ".join(f"`{name}` ({n}/{tally.runs})" for name, n in sorted(failed.items()))
-            lines.append(f"| {stage} | {len(tests) if tests else 'no tests yet'} | "
-                         f"{bad_runs}/{tally.runs} | {shown or 'none'} |")
-        if tally.seconds:
-            lines += ["", f"One run of these tests: median {statistics.median(tally.seconds):.1f} s, "
-                          f"slowest {max(tally.seconds):.1f} s."]
-        for run, problem in tally.bad_runs:
-            lines.append(f"- run {run}: {problem}")
-        lines.append("")
+        lines.append(suite_table(suite, stages))
     if variants is not None:
         lines += [f"**Buggy variants, {args.runs} runs each** (caught = every `caught_by` test failed)", "",
                   "| variant | stage | bug put back | caught_by | caught |", "|---|---|---|---|---|"]
@@ -283,10 +322,48 @@ def report(args, stages, suite, variants, elapsed, load_before="?"):
                          f"{', '.join('`' + t + '`' for t in spec.get('caught_by') or [])} | "
                          f"{caught}{' (' + extra + ')' if extra else ''} |")
         lines.append("")
+    if alternatives is not None:
+        lines += [f"**Alternative correct solutions of other designs, {args.runs} runs each** "
+                  f"(passed = every graded test of the stage passed"
+                  f"{'; slow = under THREADED_CHAT_NOISE=slow' if args.slow else ''})", "",
+                  "| alternative | stage | design | passed |" + (" slow |" if args.slow else ""),
+                  "|---|---|---|---|" + ("---|" if args.slow else "")]
+        for folder, spec, normal, slow in alternatives:
+            cells = [_passed(normal)] + ([_passed(slow)] if slow is not None else [])
+            design = " ".join(spec.get("design", "").split()).replace("|", "\\|")
+            lines.append(f"| `{folder.name}` | {spec.get('stage', '?')} | {design} | " + " | ".join(cells) + " |")
+        lines.append("")
     return "\n".join(lines)
 
 
-def trustworthy(suite, variants):
+def suite_table(suite, stages, how=""):
+    tally, files = suite
+    lines = [f"**The reference solutions, every graded test, {tally.runs} runs{' ' + how if how else ''}**", "",
+             "| stage | graded tests | runs with a failure | tests that ever failed |",
+             "|---|---|---|---|"]
+    for stage in stages:
+        tests = tally.tests_by_stage.get(stage, set())
+        failed = {name: n for (s, name), n in tally.failures.items() if s == stage}
+        bad_runs = tally.failed_runs.get(stage, 0)
+        shown = ", ".join(f"`{name}` ({n}/{tally.runs})" for name, n in sorted(failed.items()))
+        lines.append(f"| {stage} | {len(tests) if tests else 'no tests yet'} | "
+                     f"{bad_runs}/{tally.runs} | {shown or 'none'} |")
+    if tally.seconds:
+        lines += ["", f"One run of these tests: median {statistics.median(tally.seconds):.1f} s, "
+                      f"slowest {max(tally.seconds):.1f} s."]
+    for run, problem in tally.bad_runs:
+        lines.append(f"- run {run}: {problem}")
+    lines.append("")
+    return "\n".join(lines)
+
+
+def _passed(outcome):
+    failed = ", ".join(f"`{t}` failed {n}x" for t, n in sorted(outcome["failed_tests"].items()))
+    extra = "; ".join(x for x in (failed, "; ".join(outcome["problems"])) if x)
+    return f"{outcome['passed']}/{outcome['runs']}{' (' + extra + ')' if extra else ''}"
+
+
+def trustworthy(suite, variants, alternatives=None):
     if suite is not None:
         tally, _ = suite
         if tally.failures or tally.bad_runs:
@@ -294,6 +371,10 @@ def trustworthy(suite, variants):
     if variants is not None:
         for _, _, outcome in variants:
             if outcome["runs"] == 0 or outcome["caught"] != outcome["runs"]:
+                return False
+    for _, _, *outcomes in alternatives or []:
+        for outcome in filter(None, outcomes):
+            if outcome["runs"] == 0 or outcome["passed"] != outcome["runs"]:
                 return False
     return True
 
@@ -311,19 +392,31 @@ def main(argv=None):
 
     try:
         suite = None if args.skip_suite else measure_suite(runner, stages, args.runs, jobs, progress)
+        slow_suite = (measure_suite(runner, stages, args.runs, jobs, progress, slow=True)
+                      if args.slow and not args.skip_suite else None)
         variants = None
         if not args.skip_variants:
             variants = []
             for folder, spec in load_variants(stages, args.variant, args.variants_dir):
                 outcome = measure_variant(runner, folder, spec, args.runs, jobs, progress)
                 variants.append((folder, spec, outcome))
+        alternatives = None
+        if not args.skip_alternatives:
+            alternatives = []
+            for folder, spec in load_alternatives(stages, args.alternative):
+                normal = measure_alternative(runner, folder, spec, args.runs, jobs, progress, slow=False)
+                slow = (measure_alternative(runner, folder, spec, args.runs, jobs, progress, slow=True)
+                        if args.slow else None)
+                alternatives.append((folder, spec, normal, slow))
     finally:
         runner.close()
-    text = report(args, stages, suite, variants, time.monotonic() - started, load_before)
+    text = report(args, stages, suite, variants, time.monotonic() - started, load_before, alternatives)
+    if slow_suite is not None:
+        text += "\n" + suite_table(slow_suite, stages, "under THREADED_CHAT_NOISE=slow")
     print(text)
     if args.markdown:
         args.markdown.write_text(text + "\n", encoding="utf-8")
-    return 0 if trustworthy(suite, variants) else 1
+    return 0 if trustworthy(suite, variants, alternatives) and trustworthy(slow_suite, None) else 1
 
 
 if __name__ == "__main__":
