@@ -1,7 +1,9 @@
-"""Self-checks of the instructors' tools: grade_all.py, trust.py, summary.py, points_table.py
-and the Gradescope autograder. Not graded (no points); they run under --impl solutions.
+"""Self-checks of the instructors' tools: grade_all.py, trust.py, summary.py, points_table.py.
+Not graded (no points); they run under --impl solutions. The Gradescope autograder has its
+own: tests/test_gradescope.py.
 
-Each works on stage 01 only, so the whole file takes a few seconds.
+Each works on stage 01 (the regrade check on 01 and 02's starter), so the file takes about
+a minute on a busy 2-CPU machine.
 """
 
 import csv
@@ -10,6 +12,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import textwrap
 import zipfile
 from pathlib import Path
@@ -49,22 +52,47 @@ def test_points_table_lists_every_graded_test_with_its_docstring():
         assert description, f"a graded test without a docstring: {row}"
 
 
-def test_grade_all_grades_each_submission_alone(tmp_path):
+def grade_all_run(monkeypatch, capsys, *args):
+    """Run grade_all.main in this process; returns (status, stdout, stderr).
+
+    In this process so that, where the grading user cannot run Python here (root, with
+    an interpreter under /root), the batch still runs: the programs graded in these
+    checks are the course's own, and the check that such a sandbox stops the batch is
+    test_grade_all_stops_when_the_grading_user_cannot_run_python.
+    """
+    import grade_all
+    sandbox = grade_all.sandbox_for(0)
+    if sandbox is not None:
+        try:
+            sandbox.check()
+        except grade_all.SandboxError:
+            monkeypatch.setattr(grade_all, "sandbox_for", lambda slot: None)
+    status = grade_all.main([str(a) for a in args])
+    captured = capsys.readouterr()
+    return status, captured.out, captured.err
+
+
+def read_csv(path):
+    with open(path, newline="") as handle:
+        return {row["submission"]: row for row in csv.DictReader(handle)}
+
+
+def test_grade_all_grades_each_submission_alone(tmp_path, monkeypatch, capsys):
     batch = tmp_path / "batch"
     shutil.copytree(ROOT / "solutions" / "01_echo", batch / "good" / "01_echo")
     shutil.copytree(ROOT / "stages" / "01_echo", batch / "starter" / "stages" / "01_echo")  # a repo copy
     (batch / "empty").mkdir()
-    result = tool("tests/grade_all.py", batch, "--csv", tmp_path / "grades.csv", "--stages", "01",
-                  "-j", "2", "--out", tmp_path / "out")
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert result.stdout.count("] ") >= 3, result.stdout  # a progress line each
-    with open(tmp_path / "grades.csv", newline="") as handle:
-        rows = {row["submission"]: row for row in csv.DictReader(handle)}
+    status, out, err = grade_all_run(monkeypatch, capsys, batch, "--csv", tmp_path / "grades.csv",
+                                     "--stages", "01", "-j", "2", "--out", tmp_path / "out")
+    assert status == 0, out + err
+    assert "estimate: about" in out, out
+    assert out.count("] ") >= 3, out  # a progress line each
+    rows = read_csv(tmp_path / "grades.csv")
     full = stage01_points()
     assert float(rows["good"]["01_echo"]) == full
     assert float(rows["good"]["total"]) == full
     assert float(rows["starter"]["total"]) == 0
-    assert float(rows["empty"]["total"]) == 0
+    assert float(rows["empty"]["total"]) == 0 and "no stage folders found" in rows["empty"]["notes"]
     with open(tmp_path / "grades.csv", newline="") as handle:
         assert next(csv.reader(handle)) == ["submission", "01_echo", "total", "notes"]
     assert rows["empty"]["01_echo"] == "0", "a submission missing the stage still has its column"
@@ -73,9 +101,112 @@ def test_grade_all_grades_each_submission_alone(tmp_path):
     assert all(t["status"] == "passed" and t["visibility"] for t in results["tests"])
 
 
+FORGING_CONFTEST = """
+import json, sys
+
+def pytest_sessionfinish(session):  # full marks, whatever the tests said
+    for arg in sys.argv:
+        if arg.startswith("--grade-json"):
+            path = arg.split("=", 1)[1] if "=" in arg else sys.argv[sys.argv.index(arg) + 1]
+            json.dump({"score": 999, "tests": [{"name": "01_echo: forged", "score": 999,
+                       "max_score": 999, "status": "passed", "tags": ["01_echo"]}]}, open(path, "w"))
+"""
+
+
+def test_grade_all_ignores_a_submissions_conftest_and_pytest_ini(tmp_path, monkeypatch, capsys):
+    """A submission's conftest.py that rewrites the grades, and its pytest.ini, take no part."""
+    forger = tmp_path / "batch" / "forger"
+    shutil.copytree(ROOT / "stages" / "01_echo", forger / "01_echo")
+    for folder in (forger, forger / "01_echo"):
+        (folder / "conftest.py").write_text(FORGING_CONFTEST)
+    (forger / "pytest.ini").write_text("[pytest]\naddopts = -p no:timeout -p no:grader.plugin\n")
+    status, out, err = grade_all_run(monkeypatch, capsys, tmp_path / "batch", "--csv",
+                                     tmp_path / "g.csv", "--stages", "01")
+    assert status == 0, out + err
+    row = read_csv(tmp_path / "g.csv")["forger"]
+    assert float(row["total"]) == 0, f"the starter plus a forging conftest.py earned {row['total']}"
+    results = json.loads((tmp_path / "g_results" / "forger" / "results.json").read_text())
+    assert results["score"] == 0 and "forged" not in json.dumps(results)
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="needs git to clone the course")
+def test_grade_all_grades_a_whole_repository_clone_and_zip(tmp_path, monkeypatch, capsys):
+    """A clone of the course (its tests, conftest.py, solutions/ too), or a zip of it, earns
+    what the programs in its stages/ earn."""
+    batch = tmp_path / "batch"
+    clone = batch / "clone"
+    subprocess.run(["git", "clone", "-q", "--depth", "1", f"file://{ROOT}", str(clone)], check=True,
+                   capture_output=True, timeout=120)
+    shutil.copy(ROOT / "solutions" / "01_echo" / "server.py", clone / "stages" / "01_echo" / "server.py")
+    shutil.rmtree(clone / ".git")
+    with zipfile.ZipFile(batch / "zipped.zip", "w") as zipped:
+        for path in clone.rglob("*"):
+            zipped.write(path, Path("my-repo") / path.relative_to(clone))
+    status, out, err = grade_all_run(monkeypatch, capsys, batch, "--csv", tmp_path / "g.csv",
+                                     "--stages", "01", "-j", "2")
+    assert status == 0, out + err
+    rows = read_csv(tmp_path / "g.csv")
+    full = stage01_points()
+    for name in ("clone", "zipped"):
+        assert float(rows[name]["01_echo"]) == full, f"{name}: {rows[name]} ({out})"
+
+
+def test_grade_all_regrade_keeps_other_stages_and_students(tmp_path, monkeypatch, capsys):
+    """--stages 02 --only alice updates alice's 02 only: her 01 and bob's row are kept,
+    in the CSV and in her results.json."""
+    batch = tmp_path / "batch"
+    shutil.copytree(ROOT / "solutions" / "01_echo", batch / "alice" / "01_echo")
+    (batch / "alice" / "02_lines").mkdir()
+    (batch / "alice" / "02_lines" / "server.py").write_text("raise SystemExit(1)\n")  # fails fast
+    shutil.copytree(ROOT / "solutions" / "01_echo", batch / "bob" / "01_echo")
+    grades = tmp_path / "g.csv"
+    status, out, err = grade_all_run(monkeypatch, capsys, batch, "--csv", grades, "--stages", "01,02",
+                                     "-j", "2")
+    assert status == 0, out + err
+    before = read_csv(grades)
+    full = stage01_points()
+    (batch / "bob" / "01_echo" / "server.py").write_text("raise SystemExit(1)\n")  # not regraded
+    status, out, err = grade_all_run(monkeypatch, capsys, batch, "--csv", grades, "--stages", "02",
+                                     "--only", "alice")
+    assert status == 0, out + err
+    after = read_csv(grades)
+    assert after["bob"] == before["bob"], "a student not regraded keeps the row"
+    assert float(after["alice"]["01_echo"]) == full and float(after["alice"]["total"]) == full
+    assert list(after["alice"]) == ["submission", "01_echo", "02_lines", "total", "notes"]
+    results = json.loads((tmp_path / "g_results" / "alice" / "results.json").read_text())
+    assert results["score"] == full
+    stages = {t["tags"][0] for t in results["tests"]}
+    assert stages == {"01_echo", "02_lines"}, "results.json keeps the stage not regraded"
+
+
+def test_grade_all_stops_when_the_grading_user_cannot_run_python(tmp_path, monkeypatch, capsys):
+    """Never run students' programs as root instead: say why, and grade nothing."""
+    import grade_all
+
+    class Unusable:
+        def check(self, *paths):
+            raise grade_all.SandboxError("The grading user (uid 1) cannot run python: test")
+
+    monkeypatch.setattr(grade_all, "sandbox_for", lambda slot: Unusable())
+    (tmp_path / "batch" / "someone").mkdir(parents=True)
+    status = grade_all.main([str(tmp_path / "batch"), "--csv", str(tmp_path / "g.csv")])
+    err = capsys.readouterr().err
+    assert status == 2 and "Nothing was graded" in err and "cannot run python" in err
+    assert not (tmp_path / "g.csv").exists()
+
+
 @POSIX_ONLY
-def test_grade_all_stops_a_hanging_stage_and_kills_what_it_started(tmp_path):
-    marker = tmp_path / "daemon.pid"
+def test_grade_all_stops_a_hanging_stage_and_kills_what_it_started(tmp_path, monkeypatch, capsys):
+    # The program may run as a grading uid of its own: its marker goes where any user may write.
+    drop = Path(tempfile.mkdtemp(prefix="threaded-chat-marker-"))
+    drop.chmod(0o777)
+    try:
+        hanging_stage_check(tmp_path, drop / "daemon.pid", monkeypatch, capsys)
+    finally:
+        shutil.rmtree(drop, ignore_errors=True)
+
+
+def hanging_stage_check(tmp_path, marker, monkeypatch, capsys):
     batch = tmp_path / "batch"
     server = batch / "hangs" / "01_echo" / "server.py"
     server.parent.mkdir(parents=True)
@@ -88,11 +219,11 @@ def test_grade_all_stops_a_hanging_stage_and_kills_what_it_started(tmp_path):
         open({str(marker)!r}, "w").write(str(child.pid))
         time.sleep(300)
     """))
-    result = tool("tests/grade_all.py", batch, "--csv", tmp_path / "g.csv",
-                  "--stages", "01", "--timeout", "4", timeout=60)
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert "timed out" in result.stdout
-    row = next(csv.DictReader(open(tmp_path / "g.csv", newline="")))
+    status, out, err = grade_all_run(monkeypatch, capsys, batch, "--csv", tmp_path / "g.csv",
+                                     "--stages", "01", "--timeout", "8")
+    assert status == 0, out + err
+    assert "timed out" in out
+    row = next(iter(read_csv(tmp_path / "g.csv").values()))
     assert float(row["total"]) == 0 and "timed out" in row["notes"]
     assert not alive(int(marker.read_text())), "the daemon the server started was left running"
 
@@ -109,6 +240,23 @@ def alive(pid):
     except ProcessLookupError:
         return False
     return True
+
+
+def test_points_table_counts_hidden_test_files(tmp_path):
+    hidden = tmp_path / "test_01_hidden.py"
+    hidden.write_text(textwrap.dedent('''
+        import pytest
+        from harness.client import Client  # noqa: F401 (hidden tests import the harness)
+
+        @pytest.mark.points(4)
+        def test_extra(server, connect):
+            """An extra check."""
+    '''))
+    result = tool("tests/points_table.py", "--summary", "--stages", "01", "--hidden", hidden)
+    assert result.returncode == 0, result.stderr
+    line = next(l for l in result.stdout.splitlines() if l.startswith("| 01_echo"))
+    cells = [c.strip() for c in line.strip("|").split("|")]
+    assert float(cells[2]) == stage01_points() + 4 and cells[3] == "1 tests, 4 points", result.stdout
 
 
 def test_summary_renders_a_scoreboard_and_the_failures():
@@ -145,29 +293,3 @@ def test_trust_reports_catch_rates(tmp_path):
     lines = {l.split("|")[1].strip(): l for l in result.stdout.splitlines() if l.startswith("| `01_")}
     assert "| 2/2 |" in lines["`01_starter`"], result.stdout
     assert "0/2" in lines["`01_correct`"], result.stdout
-
-
-def test_gradescope_autograder_grades_a_repository_zip(tmp_path):
-    zip_path = tmp_path / "autograder.zip"
-    built = tool("gradescope/make_autograder.py", "--out", zip_path, "--stages", "01")
-    assert built.returncode == 0, built.stderr
-    home = tmp_path / "autograder"
-    with zipfile.ZipFile(zip_path) as zipped:
-        names = zipped.namelist()
-        assert {"setup.sh", "run_autograder", "requirements.txt", "pytest.ini", "conftest.py",
-                "tests/conftest.py", "tests/test_01_echo.py"} <= set(names)
-        assert (zipped.getinfo("run_autograder").external_attr >> 16) & 0o111
-        zipped.extractall(home / "source")
-    assert not any(n.startswith("solutions/") and n.endswith(".py") for n in names), "no solution code"
-    os.chmod(home / "source" / "run_autograder", 0o755)
-    # The student zipped the repository: stages/01_echo inside a wrapper folder.
-    shutil.copytree(ROOT / "solutions" / "01_echo", home / "submission" / "my-repo" / "stages" / "01_echo")
-    env = dict(os.environ, AUTOGRADER_ROOT=str(home), AUTOGRADER_USER="no-such-user-here")
-    run = subprocess.run([sys.executable, str(home / "source" / "run_autograder")], env=env,
-                         capture_output=True, text=True, timeout=120)
-    assert run.returncode == 0, run.stdout + run.stderr
-    results = json.loads((home / "results" / "results.json").read_text())
-    assert results["score"] == stage01_points()
-    for test in results["tests"]:
-        assert test["status"] in ("passed", "failed")
-        assert test["visibility"] in ("visible", "hidden", "after_due_date", "after_published")
