@@ -298,7 +298,13 @@ class Server(Program):
         super().__init__(path, ["--host", "127.0.0.1", "--port", "0", *args],
                          env=env, noise=noise, label="server")
         self.host = "127.0.0.1"
-        self.port = self._read_port()
+        try:
+            self.port = self._read_port()
+        except BaseException:
+            # The test fails here, before any fixture holds this server: stop it now,
+            # or a server that never printed its start line lives until the run ends.
+            self.stop()
+            raise
 
     @property
     def address(self):
