@@ -96,8 +96,13 @@ def graded_test_name(test):
 
 @pytest.fixture(scope="module")
 def child_runs(request):
-    """Runs the starter, variant and alternative checks two at a time (they mostly wait on sockets)."""
-    with ThreadPoolExecutor(max_workers=2) as pool:
+    """Runs the starter, variant and alternative checks two at a time (they mostly wait on sockets).
+
+    Slow-mode runs have workers of their own: they spend nearly all their time
+    asleep in the noise's pauses, so they add little load while the others run.
+    """
+    with ThreadPoolExecutor(max_workers=2) as pool, \
+            ThreadPoolExecutor(max_workers=SLOW_MODE_WORKERS) as slow_pool:
         jobs = {}
         for stage in stage_names():
             jobs[("starter", stage)] = pool.submit(
@@ -106,7 +111,7 @@ def child_runs(request):
             spec = read_variant(folder)
             jobs[("variant", folder.name)] = pool.submit(
                 run_graded, stage_test_files(spec["stage"]), folder, select=spec["caught_by"])
-        submit_alternative_runs(pool, jobs, selected_tests(request))
+        submit_alternative_runs(pool, slow_pool, jobs, selected_tests(request))
         yield jobs
         for job in jobs.values():
             job.cancel()
@@ -204,6 +209,8 @@ def test_variant_is_caught(variant, child_runs):
 # Slow mode checks the chat stages: from 04 on, what a server does and when
 # depends on several clients at once.
 FIRST_SLOW_MODE_STAGE = "04"
+# Slow-mode child runs at once, besides the two of child_runs' other checks.
+SLOW_MODE_WORKERS = 2
 
 
 def alternative_folders():
@@ -256,21 +263,22 @@ def selected_tests(request):
     return {item.name for item in request.session.items}
 
 
-def submit_alternative_runs(pool, jobs, selected):
+def submit_alternative_runs(pool, slow_pool, jobs, selected):
     """Start the child runs of the alternative and slow-mode checks that this run selected."""
     for folder in alternative_folders():
         if f"test_alternative_passes_its_stage[{folder.name}]" in selected and not alternative_problems(folder):
             stage = read_alternative(folder)["stage"]
             jobs[("alternative", folder.name)] = pool.submit(run_graded, stage_test_files(stage), folder)
+    slow_runs = []  # (stage, key, folder)
     for stage in slow_mode_stages():
         if f"test_solution_passes_in_slow_mode[{stage}]" in selected:
-            jobs[("slow", stage)] = pool.submit(
-                run_graded, stage_test_files(stage), ROOT / "solutions", noise="slow")
+            slow_runs.append((stage, ("slow", stage), ROOT / "solutions"))
     for folder in slow_mode_alternatives():
         if f"test_alternative_passes_in_slow_mode[{folder.name}]" in selected:
-            stage = read_alternative(folder)["stage"]
-            jobs[("slow alternative", folder.name)] = pool.submit(
-                run_graded, stage_test_files(stage), folder, noise="slow")
+            slow_runs.append((read_alternative(folder)["stage"], ("slow alternative", folder.name), folder))
+    # The last stages' runs are the longest: started first, the workers finish together.
+    for stage, key, folder in sorted(slow_runs, key=lambda run: run[0], reverse=True):
+        jobs[key] = slow_pool.submit(run_graded, stage_test_files(stage), folder, noise="slow")
 
 
 def assert_passes_its_stage(report, what, stage, expected_failures=()):
