@@ -253,17 +253,21 @@ class ChatRoom:
         self.max_users = max_users
 
     def join(self, member):
-        """Add the member; or, if the room is full or the name taken, return the Error line why.
+        """Add the member: (None, the members who were in before it, who hear its join line).
+        If the room is full or the name taken: (the Error line why, []).
 
-        Checking and adding under one lock: two clients can't both get the last place.
+        Checking, adding and taking the list for the join line are one step under
+        the lock: two clients can't both get the last place, and the join line
+        reaches exactly the members who were in the chat when this one was added.
         """
         with self._lock:
             if len(self._members) >= self.max_users:
-                return f"Error: the chat room is full ({self.max_users} users)"
+                return f"Error: the chat room is full ({self.max_users} users)", []
             if any(other.name == member.name for other in self._members):
-                return f"Error: the username {member.name!r} is already in use"
+                return f"Error: the username {member.name!r} is already in use", []
+            others = list(self._members)
             self._members.append(member)
-            return None
+            return None, others
 
     def remove(self, member):
         """Forget a member. True for the call that removed it, False if it was already gone."""
@@ -386,26 +390,29 @@ def refuse(connection, error):
 
 
 def admit(reader, connection, room, args):
-    """The handshake: a valid name, in time, in a room with space. The new Member, or None."""
+    """The handshake: a valid name, in time, in a room with space.
+
+    (The new Member, the members who hear its join line), or (None, []) if refused.
+    """
     try:
         name = read_username(reader, args.handshake_timeout)
     except TimeoutError:
         refuse(connection, f"Error: no username within {args.handshake_timeout:g} seconds")
-        return None
+        return None, []
     except LineTooLong:
         refuse(connection, "Error: the username is too long")
-        return None
+        return None, []
     if name is None:
-        return None  # left before giving a name: nobody heard of it
+        return None, []  # left before giving a name: nobody heard of it
     error = username_problem(name)
     if error is None:
         member = Member(connection, name)
-        error = room.join(member)
+        error, others = room.join(member)
         if error is None:
-            return member
+            return member, others
         member.close()
     refuse(connection, error)
-    return None
+    return None, []
 
 
 def handle_client(connection, room, args):
@@ -413,10 +420,11 @@ def handle_client(connection, room, args):
     member = None
     try:
         reader = LineReader(connection, args.max_line)
-        member = admit(reader, connection, room, args)
+        member, others = admit(reader, connection, room, args)
         if member is None:
             return
-        broadcast(room, f"{member.name} joined the chat room!", member)
+        for other in others:  # sent outside the lock, like broadcast()
+            other.send_line(f"{member.name} joined the chat room!")
         chat(reader, member, room)
     except OSError:
         pass  # reset by the client, or disconnected after a failed send
