@@ -284,16 +284,20 @@ def submit_alternative_runs(pool, slow_pool, jobs, selected):
 def assert_passes_its_stage(report, what, stage, expected_failures=()):
     """Every graded test of the stage ran and passed, but the expected failures."""
     ran = {graded_test_name(test) for test in report["tests"]}
-    assert ran, f"no graded test of {stage} ran against {what}:\n{report['pytest_output']}"
+    if not ran:
+        pytest.fail(f"no graded test of {stage} ran against {what}:\n{report['pytest_output']}", pytrace=False)
     unknown = set(expected_failures) - ran
-    assert not unknown, (f"{what}: known_failures names {sorted(unknown)}, which are no tests of {stage} "
-                         f"(renamed? fixed and removed?)")
+    if unknown:
+        pytest.fail(f"{what}: known_failures names {sorted(unknown)}, which are no tests of {stage} "
+                    f"(renamed? fixed and removed?)", pytrace=False)
     failed = [test for test in report["tests"]
               if test.get("status") == "failed" and graded_test_name(test) not in expected_failures]
-    assert not failed, (
-        f"{what} is correct, but failed {len(failed)} test(s) of {stage}. Each is a test that leans on\n"
-        f"something the contract does not promise (speed, an order between clients, one design):\n\n"
-        + "\n\n".join(f"{test['name']}\n{tail_of(test['output'])}" for test in failed))
+    if failed:
+        # The child's own failure messages say what was sent, expected and received.
+        pytest.fail(
+            f"{what} is correct, but failed {len(failed)} test(s) of {stage}. Each is a test that leans on\n"
+            f"something the contract does not promise (speed, an order between clients, one design):\n\n"
+            + "\n\n".join(f"{test['name']}\n{tail_of(test['output'])}" for test in failed), pytrace=False)
 
 
 def tail_of(text, lines=30):
@@ -307,7 +311,8 @@ def test_alternative_passes_its_stage(alternative, child_runs):
     """A correct solution of another design passes every test of its stage (but its known failures)."""
     folder = ALTERNATIVES / alternative
     problems = alternative_problems(folder)
-    assert not problems, "\n".join(problems)
+    if problems:
+        pytest.fail("\n".join(problems), pytrace=False)
     report = child_runs[("alternative", alternative)].result()
     stage = read_alternative(folder)["stage"]
     assert_passes_its_stage(report, f"alternatives/{alternative} ({read_alternative(folder)['design']})",
