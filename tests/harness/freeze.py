@@ -30,8 +30,7 @@ import socket
 import threading
 import time
 
-from .chat import join, said
-from .churn import first_join_line
+from .chat import join, join_pair, said
 from .client import DEFAULT_WAIT
 
 LINE_TEXT_SIZE = 4000   # under stage 08's --max-line default, in case a student's server has one
@@ -166,11 +165,10 @@ def join_three(connect):
     """stuck (small receive buffer), observer and talker, all surely in the room."""
     # SO_RCVBUF must be set before connect(): the window is agreed on then.
     stuck = connect("stuck", rcvbuf=4096)
-    stuck.send_line("stuck")
     observer = connect("observer")
-    observer.send_line("observer")
-    # Whichever name the server took second was announced to the other one.
-    first_join_line(stuck, observer, timeout=DEFAULT_WAIT)
+    # No helper client (join() would add a "witness" that never reads: a second
+    # stuck reader, which a correct server may block on too).
+    join_pair(stuck, observer)
     talker = join(connect, "talker", room=[stuck, observer])
     return stuck, observer, talker
 
