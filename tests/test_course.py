@@ -297,13 +297,14 @@ def assert_passes_its_stage(report, what, stage, expected_failures=()):
         pytest.fail(
             f"{what} is correct, but failed {len(failed)} test(s) of {stage}. Each is a test that leans on\n"
             f"something the contract does not promise (speed, an order between clients, one design):\n\n"
-            + "\n\n".join(f"{test['name']}\n{tail_of(test['output'])}" for test in failed), pytrace=False)
+            + "\n\n".join(f"{test['name']}\n{head_of(test['output'])}" for test in failed), pytrace=False)
 
 
-def tail_of(text, lines=30):
+def head_of(text, lines=45):
+    """The start of a child's failure message: what was expected and received comes first."""
     kept = text.rstrip("\n").splitlines()
     cut = ["    ..."] if len(kept) > lines else []
-    return "\n".join(cut + ["    " + line for line in kept[-lines:]])
+    return "\n".join(["    " + line for line in kept[:lines]] + cut)
 
 
 @pytest.mark.parametrize("alternative", [f.name for f in alternative_folders()])
