@@ -9,9 +9,11 @@ The harness starts every student program through this small launcher. The launch
 - on Linux, becomes a "child subreaper": a process the program starts and abandons,
   even a double-forked daemon in a session of its own, is re-parented to the launcher
   instead of to init, so the harness still finds it among the launcher's descendants;
-- passes Ctrl+C (SIGINT), SIGTERM and SIGHUP on to the program, and exits with the
-  program's own status, so the tests see the program's behaviour;
-- once the program has exited, kills whatever it left behind.
+- passes Ctrl+C (SIGINT) and SIGHUP on to the program, and exits with the program's own
+  status, so the tests see the program's behaviour;
+- once the program has exited, or when the harness stops it (SIGTERM to the launcher),
+  kills the program and whatever it started, collects them all (so none lingers as a
+  zombie that still counts against the process limit), and exits.
 It is started by the harness, never imported by a submission, and uses the standard library only.
 """
 
@@ -37,7 +39,7 @@ LIMITS = {
 # for an ordinary user, this many more than it runs already.
 SANDBOX_PROCESSES = 2048
 PR_SET_CHILD_SUBREAPER = 36
-FORWARDED = ("SIGINT", "SIGTERM", "SIGHUP")
+FORWARDED = ("SIGINT", "SIGHUP")
 
 
 def set_limits(sandboxed):
@@ -130,21 +132,33 @@ def kill_all(pids):
 
 
 def reap_leftovers():
-    """Kill everything below the launcher, until nothing is left (bounded)."""
-    for _ in range(50):
-        left = descendants(os.getpid())
-        if not left:
-            return
+    """Kill everything below the launcher, and collect it, until nothing is left (3 s at most)."""
+    give_up = time.monotonic() + 3.0
+    while time.monotonic() < give_up:
+        left = [pid for pid in descendants(os.getpid()) if not is_zombie(pid)]
         kill_all(left)
-        # Collect the zombies re-parented to us, so they do not show up again.
-        deadline = time.monotonic() + 0.2
+        # Collect our children, the program's orphans among them: a zombie nobody
+        # collects still counts against the user's process limit.
+        deadline = min(give_up, time.monotonic() + 1.0)
         while time.monotonic() < deadline:
             try:
                 pid, _ = os.waitpid(-1, os.WNOHANG)
             except ChildProcessError:
-                break
+                break  # no child left at all
             if pid == 0:
-                time.sleep(0.01)
+                if not left:
+                    break  # only live children we have not killed: none, since `left` was empty
+                time.sleep(0.005)
+        if not left and not descendants(os.getpid()):
+            return
+
+
+def is_zombie(pid):
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            return handle.read().rsplit(b")", 1)[1].split()[0] == b"Z"
+    except (OSError, IndexError):
+        return False
 
 
 def main(argv):
@@ -155,6 +169,7 @@ def main(argv):
     started = []  # the program, once it runs; a signal before that is held for it
     for name in FORWARDED:
         signal.signal(getattr(signal, name), lambda signum, frame: _forward(started, signum))
+    signal.signal(signal.SIGTERM, _stop_everything)
     started.append(subprocess.Popen(command))  # inherits the streams, the limits, the group
     program = started[0]
     # Our copies of the streams are not needed: the program's end of file is its own.
@@ -167,6 +182,12 @@ def main(argv):
         signal.signal(-status, signal.SIG_DFL)
         os.kill(os.getpid(), -status)
     return status
+
+
+def _stop_everything(signum, frame):
+    """The harness is done with the program: kill it and all below, collect them, exit."""
+    reap_leftovers()
+    os._exit(128 + signum)
 
 
 def _forward(started, signum):

@@ -24,6 +24,8 @@ IS_WINDOWS = sys.platform == "win32"
 LAUNCHER = Path(__file__).resolve().parents[2] / "grader" / "launch.py"
 # Set by the grading tools when they run as root: "UID:GID" of the user programs run as.
 SANDBOX_VARIABLE = "THREADED_CHAT_SANDBOX"
+# How long the launcher may take to kill and collect all that a program started.
+LAUNCHER_GRACE = 5.0
 # Output kept per stream: the start, and the most recent rest (a flood is cut in the middle).
 KEEP_HEAD = 256 * 1024
 KEEP_TAIL = 1024 * 1024
@@ -252,8 +254,15 @@ class Program:
         """Kill the program and all its children; safe to call twice."""
         RUNNING.discard(self)
         if not IS_WINDOWS:
-            # Everything below the launcher first, while it is alive: a process that left
-            # the group (a daemon in a session of its own) was re-parented to it (Linux).
+            # The launcher kills and collects the program and everything it started,
+            # even a daemon that left the group (Linux: it was re-parented to the launcher).
+            if self.proc.poll() is None:
+                try:
+                    self.proc.terminate()
+                    self.proc.wait(LAUNCHER_GRACE)
+                except (OSError, subprocess.TimeoutExpired):
+                    pass
+            # If it could not: everything below it, while it lives, then the group.
             kill_all(descendants(self.proc.pid))
             # Then the whole process group: even after the program itself has exited,
             # a child it started may live on.
