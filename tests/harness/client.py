@@ -17,6 +17,10 @@ from .process import fail, tail
 # grading machine that is busy (measured: 2 s was missed under 3x overload).
 DEFAULT_WAIT = 5.0
 POLL = 0.05         # how often a waiting client checks that the server is alive
+# A connect() can wait for the server's listen queue: when many clients connect at once
+# to a server with a short queue (socketserver's is 5), the system drops a connection
+# request and retries it after 1, then 2, then 4 s. A correct server never needs more.
+CONNECT_WAIT = 15.0
 
 
 class Story:
@@ -84,7 +88,7 @@ class Client:
 
     # ---- connecting and sending ----------------------------------------
 
-    def connect(self, timeout=5.0):
+    def connect(self, timeout=CONNECT_WAIT):
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         if self.rcvbuf:
             # Must be set before connect(): the window is agreed on at connect time.
@@ -92,9 +96,18 @@ class Client:
         sock.settimeout(timeout)
         try:
             sock.connect(self.address)
-        except OSError as error:
+            error = None
+        except OSError as caught:
+            error = caught
+        if error is not None:  # failed outside the except block: no chained traceback
             sock.close()
-            self._fail(f"{self.name} could not connect to {self.address[0]}:{self.address[1]}: {error}")
+            if self.server is not None:
+                self.server.settle(0.3)  # a server that is dying: let its last words arrive
+            timed_out = isinstance(error, (socket.timeout, TimeoutError))
+            self._fail(f"{self.name} could not connect to {self.address[0]}:{self.address[1]}: "
+                       f"{'no answer within ' + str(timeout) + ' s' if timed_out else error}",
+                       "The server is not accepting connections: is accept() called again for each "
+                       "new client?" if timed_out else None)
         sock.settimeout(None)
         self.sock = sock
         self.story.add(self.name, "connected")
