@@ -25,6 +25,8 @@ from test_06_races import test_churn_every_message_exactly_once as churn_test_of
 # How long a student's server may stall the others before it gives up on a
 # client that stopped reading (the README asks for "a few seconds", at most 5).
 STUCK_GRACE = 5.0
+# A burst of several MB must arrive in full by then, however slowly, as long as it keeps coming.
+BURST_DEADLINE = 120.0
 
 
 # ---- helpers ------------------------------------------------------------------
@@ -68,6 +70,7 @@ class Drain(threading.Thread):
         self.disorder = []      # lines that arrived out of their sender's order
         self.others = []        # lines that are not numbered chat lines
         self.received = 0       # bytes
+        self.stalled_for = 0.0  # seconds without a byte, when wait_for() gave up
         self.closed = False
         self.error = None
         self.stop = threading.Event()
@@ -119,17 +122,28 @@ class Drain(threading.Thread):
                     self.others.append(line[:80].decode("utf-8", "replace"))
             self.changed.notify_all()
 
-    def wait_for(self, senders, lines_each, timeout):
-        """True once `lines_each` lines from every sender arrived (False: deadline or closed)."""
+    def wait_for(self, senders, lines_each, stall, timeout=BURST_DEADLINE):
+        """True once `lines_each` lines from every sender arrived.
+
+        False when delivery stalled (no byte for `stall` seconds), at the overall
+        deadline, or when the connection closed; self.stalled_for then says which.
+        A slow but steady server (slow mode, a busy grading machine) keeps making
+        progress and is given up to `timeout`; only a stall longer than the
+        contract allows fails it.
+        """
         deadline = time.monotonic() + timeout
+        last_progress, last_received = time.monotonic(), self.received
         with self.changed:
             while True:
                 if all(self.counts.get(s, 0) >= lines_each for s in senders):
                     return True
-                remaining = deadline - time.monotonic()
-                if remaining <= 0 or self.closed:
+                now = time.monotonic()
+                if self.received != last_received:
+                    last_progress, last_received = now, self.received
+                self.stalled_for = now - last_progress
+                if now >= deadline or self.closed or self.stalled_for >= stall:
                     return False
-                self.changed.wait(min(remaining, 0.1))
+                self.changed.wait(0.1)
 
     def finish(self):
         self.stop.set()
@@ -137,7 +151,12 @@ class Drain(threading.Thread):
 
     def summary(self, senders, lines_each):
         got = ", ".join(f"{self.counts.get(s, 0)} of {lines_each} from {s}" for s in senders)
-        state = "and the server closed its connection" if self.closed else "and its connection is open"
+        if self.closed:
+            state = "and the server closed its connection"
+        elif self.stalled_for >= 1:
+            state = f"and then nothing more for {self.stalled_for:.0f} s (its connection is open)"
+        else:
+            state = f"and its connection is open ({BURST_DEADLINE:.0f} s after the burst began)"
         return f"{self.client.name} received {got} ({self.received} bytes), {state}."
 
 
@@ -474,7 +493,8 @@ def test_stuck_reader_does_not_stall_others(server, connect):
     names = [s.name for s in senders]
     started = time.monotonic()
     try:
-        arrived = drains[0].wait_for(names, lines_each, timeout=STUCK_GRACE + 8)
+        # The others may wait while the server gives up on stuck (STUCK_GRACE), never longer.
+        arrived = drains[0].wait_for(names, lines_each, stall=STUCK_GRACE + 3)
         elapsed = time.monotonic() - started
     finally:
         for drain in drains:
@@ -505,7 +525,7 @@ def test_slow_reader_in_a_burst_is_not_dropped(server, connect):
     threads, errors = send_in_threads(senders, [burst(s, lines_each, LINE_SIZE) for s in senders])
     names = [s.name for s in senders]
     try:
-        arrived = drains[0].wait_for(names, lines_each, timeout=25)
+        arrived = drains[0].wait_for(names, lines_each, stall=STUCK_GRACE + 3)
     finally:
         for drain in drains:
             drain.finish()
