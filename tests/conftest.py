@@ -4,6 +4,8 @@ What is graded (--impl), points, the scoreboard and results.json are the course'
 pytest plugin, grader/plugin.py, installed with the course's requirements.
 """
 
+import os
+
 import pytest
 
 from grader.plugin import impl_of, impl_root, stage_of
@@ -48,8 +50,9 @@ def start_server(stage_dir, story):
         servers.append(server)
         if story.server is None:
             story.server = server
-        story.add("the test", f"started the server ({'with scheduling noise, ' if noise else ''}"
-                              f"port {server.port})")
+        slow = "slow" in os.environ.get("THREADED_CHAT_NOISE", "")
+        how = "".join(["with scheduling noise, " if noise else "", "in slow mode, " if slow else ""])
+        story.add("the test", f"started the server ({how}port {server.port})")
         return server
 
     yield start
