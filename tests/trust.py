@@ -60,6 +60,8 @@ def parse_args(argv=None):
     parser.add_argument("--slow", action="store_true",
                         help="also run the solutions and each alternative K more times with "
                              "THREADED_CHAT_NOISE=slow (every socket call slowed at random)")
+    parser.add_argument("--slow-runs", type=int, default=None, metavar="K",
+                        help="how many slow-mode runs (default: as many as --runs)")
     parser.add_argument("--variant", action="append", default=[],
                         help="only the variant(s) with this folder name")
     parser.add_argument("--variants-dir", type=Path, default=VARIANTS,
@@ -325,7 +327,7 @@ def report(args, stages, suite, variants, elapsed, load_before="?", alternatives
     if alternatives is not None:
         lines += [f"**Alternative correct solutions of other designs, {args.runs} runs each** "
                   f"(passed = every graded test of the stage passed"
-                  f"{'; slow = under THREADED_CHAT_NOISE=slow' if args.slow else ''})", "",
+                  f"{f'; slow = {args.slow_runs or args.runs} runs under THREADED_CHAT_NOISE=slow' if args.slow else ''})", "",
                   "| alternative | stage | design | passed |" + (" slow |" if args.slow else ""),
                   "|---|---|---|---|" + ("---|" if args.slow else "")]
         for folder, spec, normal, slow in alternatives:
@@ -392,7 +394,8 @@ def main(argv=None):
 
     try:
         suite = None if args.skip_suite else measure_suite(runner, stages, args.runs, jobs, progress)
-        slow_suite = (measure_suite(runner, stages, args.runs, jobs, progress, slow=True)
+        slow_runs = args.slow_runs or args.runs
+        slow_suite = (measure_suite(runner, stages, slow_runs, jobs, progress, slow=True)
                       if args.slow and not args.skip_suite else None)
         variants = None
         if not args.skip_variants:
@@ -405,7 +408,7 @@ def main(argv=None):
             alternatives = []
             for folder, spec in load_alternatives(stages, args.alternative):
                 normal = measure_alternative(runner, folder, spec, args.runs, jobs, progress, slow=False)
-                slow = (measure_alternative(runner, folder, spec, args.runs, jobs, progress, slow=True)
+                slow = (measure_alternative(runner, folder, spec, slow_runs, jobs, progress, slow=True)
                         if args.slow else None)
                 alternatives.append((folder, spec, normal, slow))
     finally:
