@@ -19,7 +19,6 @@ It is started by the harness, never imported by a submission, and uses the stand
 
 import ctypes
 import os
-import resource
 import signal
 import subprocess
 import sys
@@ -43,6 +42,7 @@ FORWARDED = ("SIGINT", "SIGHUP")
 
 
 def set_limits(sandboxed):
+    import resource  # POSIX only: the launcher is never used on Windows, its helpers are
     limits = dict(LIMITS)
     # Counted per user, never enforced for root: bounds a fork bomb for a grading user of
     # its own, and for an ordinary user (Linux, where its tasks can be counted).
@@ -91,12 +91,12 @@ def become_subreaper():
 
 
 def children_table():
-    """{parent pid: [child pids]} from /proc (Linux); {} elsewhere."""
+    """{parent pid: [child pids]} from /proc (Linux), else from ps (macOS)."""
     table = {}
     try:
         names = os.listdir("/proc")
     except OSError:
-        return table
+        return _children_from_ps()
     for name in names:
         if not name.isdigit():
             continue
@@ -106,6 +106,20 @@ def children_table():
             table.setdefault(int(fields[1]), []).append(int(name))
         except (OSError, IndexError, ValueError):
             pass
+    return table
+
+
+def _children_from_ps():
+    table = {}
+    try:
+        listing = subprocess.run(["ps", "-A", "-o", "pid=,ppid="], capture_output=True, text=True,
+                                 timeout=10).stdout
+    except (OSError, subprocess.SubprocessError):
+        return table
+    for line in listing.splitlines():
+        parts = line.split()
+        if len(parts) == 2 and parts[0].isdigit() and parts[1].isdigit():
+            table.setdefault(int(parts[1]), []).append(int(parts[0]))
     return table
 
 

@@ -13,38 +13,29 @@ A grading run, as every tool does it:
 
 import json
 import os
-import re
-import shutil
 import signal
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
-import zipfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # the grader package, also when the course is not installed
     sys.path.insert(0, str(ROOT))
+from grader.course import STAGE_TEST_FILE, load_stages  # noqa: E402
 from grader.intake import take_in  # noqa: E402
+from grader.launch import descendants  # noqa: E402
 TESTS = ROOT / "tests"
-STAGE_NAME = re.compile(r"^(\d\d)_[A-Za-z0-9_]+$")
-STAGE_TEST_FILE = re.compile(r"^test_(\d\d)_[a-z0-9_]*\.py$")  # as in conftest.py
 IS_WINDOWS = sys.platform == "win32"
 
 
 # ---- the course's stages and their test files --------------------------------
 
 def course_stages(root=ROOT):
-    """The course's stage names: the folders of solutions/ (or of stages/ in a copy without it)."""
-    for parent in ("solutions", "stages"):
-        folder = Path(root) / parent
-        if folder.is_dir():
-            names = sorted(p.name for p in folder.iterdir() if p.is_dir() and STAGE_NAME.match(p.name))
-            if names:
-                return names
-    return []
+    """The course's stage names, in order, as course.toml lists them."""
+    return [stage.slug for stage in load_stages(root)]
 
 
 def select_stages(stages, wanted):
@@ -72,58 +63,7 @@ def stage_test_files(stage, tests_dir=TESTS):
                   if STAGE_TEST_FILE.match(p.name))
 
 
-# ---- finding a submission's stage folders ------------------------------------
-
-def has_stage_folders(path):
-    return any(p.is_dir() and STAGE_NAME.match(p.name) for p in Path(path).iterdir())
-
-
-def find_layout(path, depth=3):
-    """The folder laid out like stages/ inside a submission, or None.
-
-    Accepts the folder itself (NN_name/ folders in it), a copy of the repository
-    (a stages/ folder in it), or either of those wrapped in one more folder, as
-    unzipping often leaves them.
-    """
-    path = Path(path)
-    if not path.is_dir():
-        return None
-    if has_stage_folders(path):
-        return path
-    if (path / "stages").is_dir() and has_stage_folders(path / "stages"):
-        return path / "stages"
-    if depth > 0:
-        children = [p for p in path.iterdir()
-                    if p.is_dir() and not p.name.startswith((".", "__MACOSX"))]
-        if len(children) == 1:
-            return find_layout(children[0], depth - 1)
-    return None
-
-
-def safe_extract(archive, into):
-    """Unzip, refusing members that would land outside `into` (absolute paths, '..')."""
-    into = Path(into).resolve()
-    with zipfile.ZipFile(archive) as zipped:
-        for member in zipped.infolist():
-            target = (into / member.filename).resolve()
-            if target != into and into not in target.parents:
-                continue  # a path that escapes the folder: skip it
-            zipped.extract(member, into)
-
-
-def copy_submission(source, into):
-    """Copy a submission (folder or .zip) to `into`; copies the files a link points to, not links."""
-    source = Path(source)
-    if source.is_file() and source.suffix.lower() == ".zip":
-        Path(into).mkdir(parents=True, exist_ok=True)
-        safe_extract(source, into)
-        return
-    try:
-        shutil.copytree(source, into, symlinks=False, ignore_dangling_symlinks=True,
-                        ignore=shutil.ignore_patterns("__pycache__", "*.pyc", ".git"))
-    except shutil.Error:
-        pass  # an unreadable file is left out; the tests report what is missing
-
+# ---- taking in a submission -------------------------------------------------
 
 def take_in_submission(entry, dest):
     """Copy exactly the program files course.toml lists out of a submission (folder or .zip).
@@ -342,43 +282,6 @@ def kill_everything(proc, token):
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait(5)
-
-
-def _parents():
-    """{pid: parent pid} for every process we can see."""
-    table = {}
-    proc = Path("/proc")
-    if proc.is_dir():
-        for entry in proc.iterdir():
-            if entry.name.isdigit():
-                try:
-                    fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-                    table[int(entry.name)] = int(fields[1])
-                except (OSError, IndexError, ValueError):
-                    pass
-        return table
-    try:
-        listing = subprocess.run(["ps", "-A", "-o", "pid=,ppid="], capture_output=True,
-                                 text=True, timeout=10).stdout
-    except (OSError, subprocess.SubprocessError):
-        return table
-    for line in listing.splitlines():
-        parts = line.split()
-        if len(parts) == 2 and parts[0].isdigit() and parts[1].isdigit():
-            table[int(parts[0])] = int(parts[1])
-    return table
-
-
-def descendants(pid):
-    parents = _parents()
-    found, frontier = [], [pid]
-    while frontier:
-        current = frontier.pop()
-        for child, parent in parents.items():
-            if parent == current and child not in found:
-                found.append(child)
-                frontier.append(child)
-    return found
 
 
 def tagged_processes(token):
