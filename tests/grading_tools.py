@@ -207,7 +207,7 @@ def processes_of_user(uid):
 TOKEN_VARIABLE = "THREADED_CHAT_GRADING_RUN"
 
 
-def run_isolated(command, cwd, timeout, log_path, env=None, user=None, sandbox=None):
+def run_isolated(command, cwd, timeout, log_path, env=None, sandbox=None):
     """Run `command` in its own process group under a deadline; kill all it started.
 
     Returns (exit status or None when the deadline passed, seconds taken). On the
@@ -229,10 +229,6 @@ def run_isolated(command, cwd, timeout, log_path, env=None, user=None, sandbox=N
         options["creationflags"] = subprocess.CREATE_NEW_PROCESS_GROUP
     else:
         options["start_new_session"] = True
-    if user:
-        import pwd  # POSIX only, like dropping privileges
-        account = pwd.getpwnam(user)
-        options.update(user=account.pw_uid, group=account.pw_gid, extra_groups=[])  # needs root
     started = time.monotonic()
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(command, cwd=str(cwd), env=env, stdin=subprocess.DEVNULL,

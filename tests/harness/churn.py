@@ -28,7 +28,6 @@ import time
 import pytest
 
 from .chat import exited, join_all, joined, said
-from .chat import first_join_line  # noqa: F401  (kept importable from here for older callers)
 from .client import show
 from .process import fail
 
