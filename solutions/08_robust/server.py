@@ -2,7 +2,7 @@
 
 Run it:   python server.py [--host HOST] [--port PORT]
                            [--max-users N] [--max-line BYTES] [--handshake-timeout SECONDS]
-Try it:   nc localhost 9801   (in two or more terminals: type a name, then lines)
+Try it:   nc 127.0.0.1 9801   (in two or more terminals: type a name, then lines)
 
 The shape is stage 06's: a thread per client, a ChatRoom under a lock,
 broadcast() to a snapshot. What it adds:
@@ -12,16 +12,18 @@ broadcast() to a snapshot. What it adds:
     memory kept for one client stays bounded, and its sender gets an Error line;
   - a client must send its name within --handshake-timeout seconds;
   - invalid UTF-8 becomes U+FFFD; control characters (but tab) are removed;
-  - a client that stops reading never stalls the others: each line is sent at
-    once while the client keeps up, and queued, for a writer thread of its
-    own, only when its socket is full; a client stuck for STUCK_AFTER seconds
-    is disconnected;
-  - Ctrl+C closes every connection and exits with status 0.
+  - a client that stops reading never stalls the others: each member has an
+    Outbox that sends at once while the client keeps up, and queues, for a
+    writer thread of its own, only what its socket won't take; a client stuck
+    for STUCK_AFTER seconds is disconnected;
+  - Ctrl+C closes every connection and exits with status 0, on every system.
 """
 
 import argparse
 import collections
+import os
 import socket
+import sys
 import threading
 import time
 import unicodedata
@@ -29,6 +31,10 @@ import unicodedata
 BUFFER_SIZE = 4096
 ENCODING = "utf-8"
 MAX_NAME_LENGTH = 32
+# accept() waits at most this long before the loop goes round again. On Windows,
+# Ctrl+C does not interrupt a blocked accept() (CPython issue #85609): it is seen
+# between two calls. socketserver's serve_forever() polls every 0.5 s for the same reason.
+ACCEPT_TIMEOUT = 0.5
 # Bytes waiting for one client that is behind. Past this, its senders wait
 # (briefly) for it to catch up: this bounds the memory a slow reader can cost.
 QUEUE_LIMIT = 256 * 1024
@@ -39,12 +45,13 @@ BATCH_SIZE = 64 * 1024
 STUCK_AFTER = 3.0
 # Send without waiting where the platform can (Linux, macOS). Without it
 # (Windows), every line goes through the writer thread: slower, still correct.
-DONT_WAIT = getattr(socket, "MSG_DONTWAIT", 0)
+# THREADED_CHAT_NO_DONTWAIT=1 takes the Windows path here too, to test it.
+DONT_WAIT = 0 if os.environ.get("THREADED_CHAT_NO_DONTWAIT") == "1" else getattr(socket, "MSG_DONTWAIT", 0)
 
 
 def parse_args():
     parser = argparse.ArgumentParser(description="Multi-user chat server, a thread per client, hardened.")
-    parser.add_argument("--host", default="localhost", help="address to listen on (default: localhost)")
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
     parser.add_argument("--port", type=int, default=9801, help="port to listen on; 0 picks a free one")
     parser.add_argument("--max-users", type=int, default=10, help="most members at once (default: 10)")
     parser.add_argument("--max-line", type=int, default=4096, help="longest line in bytes (default: 4096)")
@@ -54,16 +61,14 @@ def parse_args():
 
 
 def create_listening_socket(host, port):
-    """A TCP socket bound to (host, port) and listening for connections."""
-    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    # Lets a restarted server bind the port at once, instead of failing with
-    # "Address already in use" while old connections linger in TIME_WAIT.
-    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    listener.bind((host, port))
-    # The backlog is how many connections may wait for accept(), not how many
-    # users may chat: the limit is --max-users, enforced by ChatRoom.join().
-    listener.listen()
-    return listener
+    """A TCP socket bound to (host, port) and listening for connections.
+
+    create_server() lets a restarted server bind the port at once on Linux and
+    macOS (SO_REUSEADDR), and on Windows keeps a second server off a port that
+    is in use (SO_EXCLUSIVEADDRUSE). Its backlog is how many connections may
+    wait for accept(), not how many users may chat: that is --max-users.
+    """
+    return socket.create_server((host, port))
 
 
 class LineTooLong(Exception):
@@ -85,12 +90,12 @@ class LineReader:
         self.max_line = max_line
         self.buffer = bytearray()
         self.skipping = False  # inside a line that was too long: drop bytes up to its '\n'
-        self.deadline = None   # while set, recv() gives up at this time.monotonic()
 
-    def read_line(self):
+    def read_line(self, deadline=None):
         """The next line, without its '\\n' (or a trailing '\\r'); None once the client closed.
 
-        Raises LineTooLong (once per long line) as soon as a line passes the limit.
+        Raises LineTooLong (once per long line) as soon as a line passes the limit,
+        and TimeoutError if a deadline (a time.monotonic() value) passes first.
         """
         while True:
             end = self.buffer.find(b"\n")
@@ -111,31 +116,38 @@ class LineReader:
                 self.buffer.clear()  # never keep more than the limit
                 self.skipping = True
                 raise LineTooLong()
-            data = self.receive()
+            data = self.receive(deadline)
             if not data:  # the client closed; an unfinished last line is dropped
                 return None
             self.buffer.extend(data)
 
-    def receive(self):
-        if self.deadline is not None:
-            remaining = self.deadline - time.monotonic()
-            if remaining <= 0:
-                raise TimeoutError()
-            self.connection.settimeout(remaining)
-        return self.connection.recv(BUFFER_SIZE)
+    def receive(self, deadline):
+        """What recv() returns; with a deadline, it waits only for the time left until it."""
+        if deadline is None:
+            return self.connection.recv(BUFFER_SIZE)
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError()
+        self.connection.settimeout(remaining)
+        try:
+            return self.connection.recv(BUFFER_SIZE)
+        finally:
+            self.connection.settimeout(None)  # back to waiting as long as it takes
 
 
-class Member:
-    """A client in the chat room: its connection, its name, and what it has yet to receive.
+class Outbox:
+    """What one client has yet to receive, sent so that a slow reader never stalls its senders.
 
-    Lines are sent at once while the client keeps up. What its socket will
-    not take now waits in a queue, which a writer thread of its own sends in
-    batches; lines from other senders go behind them, so the order holds.
+    send() sends at once while the client keeps up: one send() that does not
+    wait (MSG_DONTWAIT), in the sender's own thread. What the socket won't take
+    now waits in a queue, which a writer thread of this outbox sends in
+    batches; while anything is queued, later lines go behind it, so the order
+    holds. The queue is bounded: a sender that finds it full waits for room,
+    and a client that takes nothing for STUCK_AFTER seconds is disconnected.
     """
 
-    def __init__(self, connection, name):
+    def __init__(self, connection):
         self.connection = connection
-        self.name = name
         # Several handler threads send to this client at once: everything
         # below is used under this lock, and `changed` signals any change.
         self.lock = threading.Lock()
@@ -144,28 +156,29 @@ class Member:
         self.queued_bytes = 0             # in the queue, or being sent by the writer
         self.writing = False              # the writer is sending a batch (outside the lock)
         self.last_progress = time.monotonic()
-        self.gone = False
-        self.writer = threading.Thread(target=self.write_queued, daemon=True)
-        self.writer.start()
+        self.writer = None                # started when something is first queued
+        self.disconnected = False
 
-    def send_line(self, text):
-        """Send one line, or queue it; a client stuck too long is disconnected (never the sender)."""
-        data = (text + "\n").encode(ENCODING)
+    def send(self, data):
+        """Send the bytes, or queue them; never waits for long, whatever the client does."""
         with self.lock:
-            if self.gone:
+            if self.disconnected:
                 return
             if DONT_WAIT and not self.queue and not self.writing:
                 data = self.send_what_fits(data)  # the fast path: nothing queued ahead
                 if not data:
                     return
             if not self.wait_for_room(len(data)):
-                self.drop()
+                self.disconnect_locked()  # stuck: give up on it, never on the sender
                 return
-            if not self.queue and not self.writing:
-                self.last_progress = time.monotonic()  # it is behind from now on
-            self.queue.append(data)
-            self.queued_bytes += len(data)
-            self.changed.notify_all()
+            self.enqueue(data)
+
+    def disconnect(self):
+        """Nothing more is sent to this client: its writer thread ends and its connection is shut."""
+        with self.lock:
+            self.disconnect_locked()
+
+    # ---- the sender's side (called with the lock held) ----
 
     def send_what_fits(self, data):
         """Send what the socket takes right now, without waiting; return the rest."""
@@ -174,7 +187,7 @@ class Member:
         except BlockingIOError:
             return data
         except OSError:
-            self.drop()
+            self.disconnect_locked()
             return b""
         return data[sent:]
 
@@ -186,26 +199,44 @@ class Member:
         """
         while self.queued_bytes and self.queued_bytes + size > QUEUE_LIMIT:
             stuck_for = time.monotonic() - self.last_progress
-            if self.gone or stuck_for >= STUCK_AFTER:
+            if self.disconnected or stuck_for >= STUCK_AFTER:
                 return False
             self.changed.wait(STUCK_AFTER - stuck_for)
-        return not self.gone
+        return not self.disconnected
+
+    def enqueue(self, data):
+        if not self.queue and not self.writing:
+            self.last_progress = time.monotonic()  # it is behind from now on
+        self.queue.append(data)
+        self.queued_bytes += len(data)
+        if self.writer is None:
+            self.writer = threading.Thread(target=self.write_queued, daemon=True)
+            self.writer.start()
+        self.changed.notify_all()
+
+    def disconnect_locked(self):
+        self.disconnected = True
+        self.queue.clear()
+        self.queued_bytes = 0
+        self.changed.notify_all()  # wakes the writer thread (it ends) and waiting senders
+        disconnect(self.connection)
+
+    # ---- the writer thread ----
 
     def write_queued(self):
-        """The writer thread: send the queue in batches, until the member is gone."""
+        """Send the queue in batches, until the client is disconnected."""
         while True:
             with self.lock:
-                while not self.queue and not self.gone:
+                while not self.queue and not self.disconnected:
                     self.changed.wait()
-                if self.gone:
+                if self.disconnected:
                     return
                 batch = self.take_batch()
                 self.writing = True
             try:
                 self.connection.sendall(batch)
             except OSError:
-                with self.lock:
-                    self.drop()
+                self.disconnect()
                 return
             with self.lock:
                 self.writing = False
@@ -221,22 +252,17 @@ class Member:
             size += len(part)
         return b"".join(parts)
 
-    def drop(self):
-        """Give up on this client (call with the lock held): its handler then sees the end."""
-        self.stop()
-        disconnect(self.connection)
 
-    def stop(self):
-        """No more sending (call with the lock held); the writer thread ends."""
-        self.gone = True
-        self.queue.clear()
-        self.queued_bytes = 0
-        self.changed.notify_all()
+class Member:
+    """A client in the chat room: its name, and its outbox."""
 
-    def close(self):
-        with self.lock:
-            self.stop()
-        self.writer.join(1.0)
+    def __init__(self, connection, name):
+        self.name = name
+        self.outbox = Outbox(connection)
+
+    def send_line(self, text):
+        """Send one line to this client; a slow reader never stalls the caller for long."""
+        self.outbox.send((text + "\n").encode(ENCODING))
 
 
 class ChatRoom:
@@ -246,7 +272,7 @@ class ChatRoom:
         self._lock = threading.Lock()
         self._members = []
         self._connections = set()  # every open client connection, named or not
-        self._all_closed = threading.Condition(self._lock)
+        self._all_disconnected = threading.Condition(self._lock)
         self.max_users = max_users
 
     def join(self, member):
@@ -279,23 +305,26 @@ class ChatRoom:
         with self._lock:
             return [member for member in self._members if member is not sender]
 
-    def opened(self, connection):
+    def connected(self, connection):
         with self._lock:
             self._connections.add(connection)
 
-    def closed(self, connection):
+    def disconnected(self, connection):
         with self._lock:
             self._connections.discard(connection)
-            self._all_closed.notify_all()
+            self._all_disconnected.notify_all()
 
-    def close_all(self, timeout):
-        """Disconnect every client and wait (up to timeout) for their threads to finish."""
+    def disconnect_all(self, timeout):
+        """Disconnect every client, and wait (up to timeout) for their threads to finish.
+
+        Nothing here waits on a client: disconnect() never blocks, and the wait has a deadline.
+        """
         deadline = time.monotonic() + timeout
         with self._lock:
             for connection in self._connections:
                 disconnect(connection)
             while self._connections and time.monotonic() < deadline:
-                self._all_closed.wait(deadline - time.monotonic())
+                self._all_disconnected.wait(deadline - time.monotonic())
 
 
 def broadcast(room, text, sender):
@@ -309,17 +338,19 @@ def broadcast(room, text, sender):
 
 
 def is_control(character):
+    """A control character: Unicode category Cc, that is U+0000-U+001F and U+007F-U+009F."""
     return unicodedata.category(character) == "Cc"
 
 
-# The control characters (category Cc: U+0000-U+001F and U+007F-U+009F) but tab,
-# as a str.translate() table that deletes them: one fast call per line.
-CONTROL_CHARACTERS = {code: None for code in [*range(0x20), *range(0x7F, 0xA0)] if chr(code) != "\t"}
+# The control characters but tab, as a str.translate() table that deletes them: one
+# fast call per line (a loop over each character was the bottleneck under load).
+# Every control character is below U+00A0, so the table holds them all.
+CONTROL_CHARACTERS_BUT_TAB = {code: None for code in range(0xA0) if is_control(chr(code)) and chr(code) != "\t"}
 
 
 def remove_control_characters(text):
     """The text without control characters (escape codes, bells, NUL...), but tabs kept."""
-    return text.translate(CONTROL_CHARACTERS)
+    return text.translate(CONTROL_CHARACTERS_BUT_TAB)
 
 
 def username_problem(name):
@@ -333,16 +364,6 @@ def username_problem(name):
     if any(is_control(c) for c in name):
         return "Error: the username contains a control character"
     return None
-
-
-def read_username(reader, timeout):
-    """The client's first line, which must arrive within timeout seconds (else TimeoutError)."""
-    reader.deadline = time.monotonic() + timeout
-    try:
-        return reader.read_line()
-    finally:
-        reader.deadline = None
-        reader.connection.settimeout(None)
 
 
 def chat(reader, member, room):
@@ -367,15 +388,19 @@ def leave(room, member):
 
 
 def disconnect(connection):
-    """Close a connection so that the client, and a recv() waiting on it, both notice.
+    """End a connection so that the client, and a recv() waiting on it in another thread, both notice.
 
-    close() alone does not wake a recv() blocked in another thread, and sends
-    no FIN until that recv() returns; shutdown() does both.
+    shutdown() sends the client the end of the stream, and on Linux and macOS it
+    wakes a recv() blocked on the socket (it returns b""); close() alone does
+    not there. On Windows shutdown() does not wake it, close() does (CPython
+    issue #91913), so there the socket is closed too. Never blocks.
     """
     try:
         connection.shutdown(socket.SHUT_RDWR)
     except OSError:
         pass  # already closed, or reset by the client
+    if sys.platform == "win32":
+        connection.close()
 
 
 def refuse(connection, error):
@@ -386,15 +411,15 @@ def refuse(connection, error):
         pass  # it has gone already
 
 
-def admit(reader, connection, room, args):
+def admit(reader, connection, room, handshake_timeout):
     """The handshake: a valid name, in time, in a room with space.
 
     (The new Member, the members who hear its join line), or (None, []) if refused.
     """
     try:
-        name = read_username(reader, args.handshake_timeout)
+        name = reader.read_line(deadline=time.monotonic() + handshake_timeout)
     except TimeoutError:
-        refuse(connection, f"Error: no username within {args.handshake_timeout:g} seconds")
+        refuse(connection, f"Error: no username within {handshake_timeout:g} seconds")
         return None, []
     except LineTooLong:
         refuse(connection, "Error: the username is too long")
@@ -407,41 +432,50 @@ def admit(reader, connection, room, args):
         error, others = room.join(member)
         if error is None:
             return member, others
-        member.close()
     refuse(connection, error)
     return None, []
 
 
-def handle_client(connection, room, args):
+def handle_client(connection, room, max_line, handshake_timeout):
     """One client's thread: its username, then its messages, then its clean-up."""
     member = None
     try:
-        reader = LineReader(connection, args.max_line)
-        member, others = admit(reader, connection, room, args)
+        reader = LineReader(connection, max_line)
+        member, others = admit(reader, connection, room, handshake_timeout)
         if member is None:
             return
         for other in others:  # sent outside the lock, like broadcast()
             other.send_line(f"{member.name} joined the chat room!")
         chat(reader, member, room)
     except OSError:
-        pass  # reset by the client, or disconnected after a failed send
+        pass  # reset by the client, or disconnected (stuck, failed send, Ctrl+C)
     finally:
-        # However the connection ended (/exit, close, reset, failed send, stuck):
+        # However the connection ended:
         if member is not None:
             leave(room, member)
-            member.close()
+            member.outbox.disconnect()  # its writer thread, if it has one, ends
         disconnect(connection)
         connection.close()
-        room.closed(connection)
+        room.disconnected(connection)
 
 
-def serve_forever(listener, room, args):
-    """Accept clients forever; each gets its own thread."""
+def serve_forever(listener, room, max_line, handshake_timeout):
+    """Accept clients until Ctrl+C; each gets its own thread."""
+    listener.settimeout(ACCEPT_TIMEOUT)  # accepted connections still block: they do not inherit it
     while True:
-        connection, address = listener.accept()
-        room.opened(connection)
+        try:
+            connection, address = listener.accept()
+        except TimeoutError:
+            continue  # nobody came: go round, so that Ctrl+C is seen (see ACCEPT_TIMEOUT)
+        except OSError:
+            # A client that reset before accept() (ConnectionResetError on Windows), or
+            # no file descriptor left: this one is lost, the server goes on.
+            time.sleep(0.01)  # (so that running out of descriptors is no busy loop)
+            continue
+        room.connected(connection)
         # daemon=True: these threads do not keep the process alive at Ctrl+C.
-        thread = threading.Thread(target=handle_client, args=(connection, room, args), daemon=True)
+        thread = threading.Thread(target=handle_client, daemon=True,
+                                  args=(connection, room, max_line, handshake_timeout))
         thread.start()
 
 
@@ -453,13 +487,13 @@ def main():
     print(f"Server started on {host}:{port}", flush=True)
     room = ChatRoom(args.max_users)
     try:
-        serve_forever(listener, room, args)
+        serve_forever(listener, room, args.max_line, args.handshake_timeout)
     except KeyboardInterrupt:
         pass  # Ctrl+C: close everything below, and exit with status 0
     finally:
         listener.close()
         # Every client sees its connection end; their threads finish their clean-up.
-        room.close_all(timeout=1.0)
+        room.disconnect_all(timeout=1.0)
 
 
 if __name__ == "__main__":
