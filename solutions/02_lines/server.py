@@ -3,31 +3,33 @@
 Every line the client sends (UTF-8 text ending in "\\n") comes back in upper
 case, however the bytes were split or joined on their way. One client at a time.
 
-Run it:   python server.py [--host HOST] [--port PORT]
-Try it:   nc localhost 9801   (type: hello  ->  HELLO)
+Run it:   python solutions/02_lines/server.py [--host HOST] [--port PORT]
+Try it:   nc 127.0.0.1 9801   (type: hello  ->  HELLO)
 """
 
 import argparse
 import socket
 
 BUFFER_SIZE = 4096
+ACCEPT_TIMEOUT = 0.5  # seconds: accept() returns this often, so that Ctrl+C is seen (below)
 
 
 def parse_args():
     parser = argparse.ArgumentParser(description="Line server: replies to each line in upper case.")
-    parser.add_argument("--host", default="localhost", help="address to listen on (default: localhost)")
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
     parser.add_argument("--port", type=int, default=9801, help="port to listen on; 0 picks a free one")
     return parser.parse_args()
 
 
 def create_listening_socket(host, port):
-    """A TCP socket bound to (host, port) and listening for connections."""
-    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    # Lets a restarted server bind the port at once, instead of failing with
-    # "Address already in use" while old connections linger in TIME_WAIT.
-    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    listener.bind((host, port))
-    listener.listen()
+    """A TCP socket bound to (host, port) and listening, whose accept() waits at most ACCEPT_TIMEOUT."""
+    # create_server() makes the socket, binds it and listens. On Linux and macOS it
+    # sets SO_REUSEADDR first: a restarted server can bind its port at once, while
+    # the old connections linger in TIME_WAIT. On Windows it sets nothing: there
+    # TIME_WAIT does not block bind(), and SO_REUSEADDR would let a second server
+    # bind a port that is still listening.
+    listener = socket.create_server((host, port))
+    listener.settimeout(ACCEPT_TIMEOUT)
     return listener
 
 
@@ -70,10 +72,34 @@ def reply_to_lines(connection):
         send_line(connection, line.upper())
 
 
-def serve_forever(listener):
-    """Serve one client at a time: the next waits in the listen queue meanwhile."""
+def incoming_connections(listener):
+    """Each client's connection, as it arrives, forever.
+
+    Why not just wait in accept()? On Windows, Ctrl+C does not interrupt a
+    blocked accept() (CPython issue #85609): the KeyboardInterrupt would wait
+    for the next client. With the listener's timeout, accept() returns every
+    ACCEPT_TIMEOUT seconds, and Ctrl+C stops the server within that time on every
+    system; the standard library's socketserver polls every 0.5 s for the same reason.
+    The connections it gives have no timeout: their recv() waits as long as it takes.
+    """
     while True:
-        connection, address = listener.accept()
+        try:
+            connection, address = listener.accept()
+        except TimeoutError:  # named socket.timeout before Python 3.10
+            continue  # nobody came: wait again
+        except ConnectionError:
+            continue  # a client gave up before we took it (seen on Windows): not our problem
+        yield connection
+
+
+def serve_forever(listener):
+    """Serve one client at a time: the next waits in the listen queue meanwhile.
+
+    (On Windows, Ctrl+C also waits while a connected client is silent: recv()
+    is not interrupted either. From stage 03 on, clients get threads of their
+    own, and the main thread only ever waits in accept().)
+    """
+    for connection in incoming_connections(listener):
         with connection:
             try:
                 reply_to_lines(connection)

@@ -1,7 +1,7 @@
 """Stage 06: the original assignment's chat server, with its races and bugs fixed.
 
-Run it:   python server.py [--host HOST] [--port PORT]
-Try it:   nc localhost 9801   (in two or more terminals: type a name, then lines)
+Run it:   python solutions/06_races/server.py [--host HOST] [--port PORT]
+Try it:   nc 127.0.0.1 9801   (in two or more terminals: type a name, then lines)
 
 The shape is the original's: a thread per client, a list of clients shared by
 every thread, broadcast() sending to all but the sender. What changed:
@@ -15,27 +15,30 @@ every thread, broadcast() sending to all but the sender. What changed:
 
 import argparse
 import socket
+import sys
 import threading
 
 BUFFER_SIZE = 4096
+ACCEPT_TIMEOUT = 0.5  # seconds: accept() returns this often, so that Ctrl+C is seen (below)
 ENCODING = "utf-8"
 
 
 def parse_args():
     parser = argparse.ArgumentParser(description="Multi-user chat server, a thread per client.")
-    parser.add_argument("--host", default="localhost", help="address to listen on (default: localhost)")
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
     parser.add_argument("--port", type=int, default=9801, help="port to listen on; 0 picks a free one")
     return parser.parse_args()
 
 
 def create_listening_socket(host, port):
-    """A TCP socket bound to (host, port) and listening for connections."""
-    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    # Lets a restarted server bind the port at once, instead of failing with
-    # "Address already in use" while old connections linger in TIME_WAIT.
-    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    listener.bind((host, port))
-    listener.listen()
+    """A TCP socket bound to (host, port) and listening, whose accept() waits at most ACCEPT_TIMEOUT."""
+    # create_server() makes the socket, binds it and listens. On Linux and macOS it
+    # sets SO_REUSEADDR first: a restarted server can bind its port at once, while
+    # the old connections linger in TIME_WAIT. On Windows it sets nothing: there
+    # TIME_WAIT does not block bind(), and SO_REUSEADDR would let a second server
+    # bind a port that is still listening.
+    listener = socket.create_server((host, port))
+    listener.settimeout(ACCEPT_TIMEOUT)
     return listener
 
 
@@ -83,7 +86,7 @@ class Member:
                 self.connection.sendall(data)
         except OSError:
             # This member's connection is broken. Its own handler thread does
-            # the clean-up: shutdown() wakes it from recv() with b"".
+            # the clean-up: disconnect() wakes it from recv().
             disconnect(self.connection)
 
 
@@ -146,15 +149,19 @@ def leave(room, member):
 
 
 def disconnect(connection):
-    """Close a connection so that the client, and a recv() waiting on it, both notice.
+    """End a connection so that the client, and a recv() waiting on it in another thread, both notice.
 
-    close() alone does not wake a recv() blocked in another thread, and sends
-    no FIN until that recv() returns; shutdown() does both.
+    shutdown() sends the FIN at once on every system. On Linux and macOS it also
+    wakes a recv() blocked in another thread (it returns b""); on Windows it does
+    not, and only close() does (CPython issue #91913), so there we close too.
+    Elsewhere the socket's own thread closes it when it is done with it.
     """
     try:
         connection.shutdown(socket.SHUT_RDWR)
     except OSError:
         pass  # already closed, or reset by the client
+    if sys.platform == "win32":
+        connection.close()  # its own thread's recv() then raises OSError
 
 
 def handle_client(connection, room):
@@ -179,10 +186,29 @@ def handle_client(connection, room):
         connection.close()
 
 
+def incoming_connections(listener):
+    """Each client's connection, as it arrives, forever.
+
+    Why not just wait in accept()? On Windows, Ctrl+C does not interrupt a
+    blocked accept() (CPython issue #85609): the KeyboardInterrupt would wait
+    for the next client. With the listener's timeout, accept() returns every
+    ACCEPT_TIMEOUT seconds, and Ctrl+C stops the server within that time on every
+    system; the standard library's socketserver polls every 0.5 s for the same reason.
+    The connections it gives have no timeout: their recv() waits as long as it takes.
+    """
+    while True:
+        try:
+            connection, address = listener.accept()
+        except TimeoutError:  # named socket.timeout before Python 3.10
+            continue  # nobody came: wait again
+        except ConnectionError:
+            continue  # a client gave up before we took it (seen on Windows): not our problem
+        yield connection
+
+
 def serve_forever(listener, room):
     """Accept clients forever; each gets its own thread."""
-    while True:
-        connection, address = listener.accept()
+    for connection in incoming_connections(listener):
         # daemon=True: these threads do not keep the process alive at Ctrl+C.
         thread = threading.Thread(target=handle_client, args=(connection, room), daemon=True)
         thread.start()

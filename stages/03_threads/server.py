@@ -5,8 +5,8 @@ case. Each client has its own thread, so a silent client holds nobody up.
 
 YOUR TASK: fill in the function marked TODO. The rest is done.
 
-Run it:   python server.py [--host HOST] [--port PORT]
-Try it:   nc localhost 9801   (type: hello  ->  HELLO)
+Run it:   python stages/03_threads/server.py [--host HOST] [--port PORT]
+Try it:   nc 127.0.0.1 9801   (type: hello  ->  HELLO)
 """
 
 import argparse
@@ -14,23 +14,25 @@ import socket
 import threading
 
 BUFFER_SIZE = 4096
+ACCEPT_TIMEOUT = 0.5  # seconds: accept() returns this often, so that Ctrl+C is seen (below)
 
 
 def parse_args():
     parser = argparse.ArgumentParser(description="Threaded line server: replies to each line in upper case.")
-    parser.add_argument("--host", default="localhost", help="address to listen on (default: localhost)")
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
     parser.add_argument("--port", type=int, default=9801, help="port to listen on; 0 picks a free one")
     return parser.parse_args()
 
 
 def create_listening_socket(host, port):
-    """A TCP socket bound to (host, port) and listening for connections."""
-    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    # Lets a restarted server bind the port at once, instead of failing with
-    # "Address already in use" while old connections linger in TIME_WAIT.
-    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    listener.bind((host, port))
-    listener.listen()
+    """A TCP socket bound to (host, port) and listening, whose accept() waits at most ACCEPT_TIMEOUT."""
+    # create_server() makes the socket, binds it and listens. On Linux and macOS it
+    # sets SO_REUSEADDR first: a restarted server can bind its port at once, while
+    # the old connections linger in TIME_WAIT. On Windows it sets nothing: there
+    # TIME_WAIT does not block bind(), and SO_REUSEADDR would let a second server
+    # bind a port that is still listening.
+    listener = socket.create_server((host, port))
+    listener.settimeout(ACCEPT_TIMEOUT)
     return listener
 
 
@@ -88,10 +90,29 @@ def start_client_thread(connection):
     raise NotImplementedError("Stage 03: write start_client_thread() in server.py")
 
 
+def incoming_connections(listener):
+    """Each client's connection, as it arrives, forever.
+
+    Why not just wait in accept()? On Windows, Ctrl+C does not interrupt a
+    blocked accept() (CPython issue #85609): the KeyboardInterrupt would wait
+    for the next client. With the listener's timeout, accept() returns every
+    ACCEPT_TIMEOUT seconds, and Ctrl+C stops the server within that time on every
+    system; the standard library's socketserver polls every 0.5 s for the same reason.
+    The connections it gives have no timeout: their recv() waits as long as it takes.
+    """
+    while True:
+        try:
+            connection, address = listener.accept()
+        except TimeoutError:  # named socket.timeout before Python 3.10
+            continue  # nobody came: wait again
+        except ConnectionError:
+            continue  # a client gave up before we took it (seen on Windows): not our problem
+        yield connection
+
+
 def serve_forever(listener):
     """Accept clients forever; each one is served by a thread of its own."""
-    while True:
-        connection, address = listener.accept()
+    for connection in incoming_connections(listener):
         start_client_thread(connection)
 
 

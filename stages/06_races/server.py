@@ -4,13 +4,13 @@
 # two people try it, and breaks under real use. Stage 06 is to find out why and
 # make it correct (read README.md). Only the command line and the start-up line
 # were changed, so that the tests can run it:
-#   python server.py [--host HOST] [--port PORT]     (defaults: localhost, 9801)
+#   python stages/06_races/server.py [--host HOST] [--port PORT]   (defaults: 127.0.0.1, 9801)
 
 import argparse
 import socket
 import threading
 
-HOST = "localhost"
+HOST = "127.0.0.1"
 PORT = 9801
 maxUsers = 10
 
