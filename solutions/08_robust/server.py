@@ -1,7 +1,7 @@
 """Stage 08: the chat server of stage 06, hardened against real clients.
 
-Run it:   python server.py [--host HOST] [--port PORT]
-                           [--max-users N] [--max-line BYTES] [--handshake-timeout SECONDS]
+Run it:   python solutions/08_robust/server.py [--host HOST] [--port PORT]
+              [--max-users N] [--max-line BYTES] [--handshake-timeout SECONDS]
 Try it:   nc 127.0.0.1 9801   (in two or more terminals: type a name, then lines)
 
 The shape is stage 06's: a thread per client, a ChatRoom under a lock,
@@ -29,12 +29,9 @@ import time
 import unicodedata
 
 BUFFER_SIZE = 4096
+ACCEPT_TIMEOUT = 0.5  # seconds: accept() returns this often, so that Ctrl+C is seen (below)
 ENCODING = "utf-8"
 MAX_NAME_LENGTH = 32
-# accept() waits at most this long before the loop goes round again. On Windows,
-# Ctrl+C does not interrupt a blocked accept() (CPython issue #85609): it is seen
-# between two calls. socketserver's serve_forever() polls every 0.5 s for the same reason.
-ACCEPT_TIMEOUT = 0.5
 # Bytes waiting for one client that is behind. Past this, its senders wait
 # (briefly) for it to catch up: this bounds the memory a slow reader can cost.
 QUEUE_LIMIT = 256 * 1024
@@ -61,14 +58,16 @@ def parse_args():
 
 
 def create_listening_socket(host, port):
-    """A TCP socket bound to (host, port) and listening for connections.
-
-    create_server() lets a restarted server bind the port at once on Linux and
-    macOS (SO_REUSEADDR), and on Windows keeps a second server off a port that
-    is in use (SO_EXCLUSIVEADDRUSE). Its backlog is how many connections may
-    wait for accept(), not how many users may chat: that is --max-users.
-    """
-    return socket.create_server((host, port))
+    """A TCP socket bound to (host, port) and listening, whose accept() waits at most ACCEPT_TIMEOUT."""
+    # create_server() makes the socket, binds it and listens. On Linux and macOS it
+    # sets SO_REUSEADDR first: a restarted server can bind its port at once, while
+    # the old connections linger in TIME_WAIT. On Windows it sets nothing: there
+    # TIME_WAIT does not block bind(), and SO_REUSEADDR would let a second server
+    # bind a port that is still listening. The backlog of listen() is how many
+    # connections may wait for accept(), not how many users may chat: --max-users is.
+    listener = socket.create_server((host, port))
+    listener.settimeout(ACCEPT_TIMEOUT)
+    return listener
 
 
 class LineTooLong(Exception):
@@ -390,17 +389,18 @@ def leave(room, member):
 def disconnect(connection):
     """End a connection so that the client, and a recv() waiting on it in another thread, both notice.
 
-    shutdown() sends the client the end of the stream, and on Linux and macOS it
-    wakes a recv() blocked on the socket (it returns b""); close() alone does
-    not there. On Windows shutdown() does not wake it, close() does (CPython
-    issue #91913), so there the socket is closed too. Never blocks.
+    shutdown() sends the FIN at once on every system. On Linux and macOS it also
+    wakes a recv() blocked in another thread (it returns b""); on Windows it does
+    not, and only close() does (CPython issue #91913), so there we close too.
+    Elsewhere the socket's own thread closes it when it is done with it.
+    Neither call waits for the client: disconnect() never blocks.
     """
     try:
         connection.shutdown(socket.SHUT_RDWR)
     except OSError:
         pass  # already closed, or reset by the client
     if sys.platform == "win32":
-        connection.close()
+        connection.close()  # its own thread's recv() then raises OSError
 
 
 def refuse(connection, error):
@@ -448,9 +448,9 @@ def handle_client(connection, room, max_line, handshake_timeout):
             other.send_line(f"{member.name} joined the chat room!")
         chat(reader, member, room)
     except OSError:
-        pass  # reset by the client, or disconnected (stuck, failed send, Ctrl+C)
+        pass  # reset by the client, or disconnected after a failed send
     finally:
-        # However the connection ended:
+        # However the connection ended (/exit, close, reset, failed send, stuck, Ctrl+C):
         if member is not None:
             leave(room, member)
             member.outbox.disconnect()  # its writer thread, if it has one, ends
@@ -459,23 +459,33 @@ def handle_client(connection, room, max_line, handshake_timeout):
         room.disconnected(connection)
 
 
-def serve_forever(listener, room, max_line, handshake_timeout):
-    """Accept clients until Ctrl+C; each gets its own thread."""
-    listener.settimeout(ACCEPT_TIMEOUT)  # accepted connections still block: they do not inherit it
+def incoming_connections(listener):
+    """Each client's connection, as it arrives, forever.
+
+    Why not just wait in accept()? On Windows, Ctrl+C does not interrupt a
+    blocked accept() (CPython issue #85609): the KeyboardInterrupt would wait
+    for the next client. With the listener's timeout, accept() returns every
+    ACCEPT_TIMEOUT seconds, and Ctrl+C stops the server within that time on every
+    system; the standard library's socketserver polls every 0.5 s for the same reason.
+    The connections it gives have no timeout: their recv() waits as long as it takes.
+    """
     while True:
         try:
             connection, address = listener.accept()
-        except TimeoutError:
-            continue  # nobody came: go round, so that Ctrl+C is seen (see ACCEPT_TIMEOUT)
-        except OSError:
-            # A client that reset before accept() (ConnectionResetError on Windows), or
-            # no file descriptor left: this one is lost, the server goes on.
-            time.sleep(0.01)  # (so that running out of descriptors is no busy loop)
-            continue
+        except TimeoutError:  # named socket.timeout before Python 3.10
+            continue  # nobody came: wait again
+        except ConnectionError:
+            continue  # a client gave up before we took it (seen on Windows): not our problem
+        yield connection
+
+
+def serve_forever(listener, room, max_line, handshake_timeout):
+    """Accept clients forever; each gets its own thread."""
+    for connection in incoming_connections(listener):
         room.connected(connection)
         # daemon=True: these threads do not keep the process alive at Ctrl+C.
-        thread = threading.Thread(target=handle_client, daemon=True,
-                                  args=(connection, room, max_line, handshake_timeout))
+        thread = threading.Thread(target=handle_client, args=(connection, room, max_line, handshake_timeout),
+                                  daemon=True)
         thread.start()
 
 
