@@ -1,6 +1,6 @@
 """Stage 07: the original assignment's chat client, bugs and all.
 
-Run it:   python client.py [--host HOST] [--port PORT]   (defaults: localhost 9801)
+Run it:   python stages/07_client/client.py [--host HOST] [--port PORT]   (defaults: 127.0.0.1 9801)
 
 This is the client as the original assignment wrote it (in our own words),
 with every one of its bugs kept. Read stages/07_client/README.md: your job
@@ -15,7 +15,7 @@ import threading
 
 def parse_args():
     parser = argparse.ArgumentParser(description="Chat client.")
-    parser.add_argument("--host", default="localhost", help="the server's address (default: localhost)")
+    parser.add_argument("--host", default="127.0.0.1", help="the server's address (default: 127.0.0.1)")
     parser.add_argument("--port", type=int, default=9801, help="the server's port (default: 9801)")
     return parser.parse_args()
 
