@@ -56,6 +56,12 @@ def stage_named(number_or_slug, root=ROOT):
     return None
 
 
+def test_file_number(path):
+    """The stage number a test file's name gives ('04' for test_04_hidden.py), or None."""
+    match = STAGE_TEST_FILE.match(Path(str(path)).name)
+    return match.group(1) if match else None
+
+
 def stage_of_test_file(path, root=ROOT):
     """The stage slug a test file grades ('04_broadcast' for test_04_*.py), or None."""
     match = STAGE_TEST_FILE.match(Path(str(path)).name)

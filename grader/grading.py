@@ -1,7 +1,8 @@
-"""Helpers shared by the instructors' tools (grade_all.py, trust.py, gradescope/run_autograder).
+"""Grading runs as the instructors' tools do them (tools/grade_all.py, tools/trust.py,
+gradescope/run_autograder): intake, a sandbox user, the pinned pytest command, a run with limits.
 
-Not a test file: no test_ prefix, so pytest never collects it. Standard library and the
-course's grader package only, so the tools run with the interpreter that runs the course.
+Standard library and the course's grader package only, so the tools run with the interpreter
+that runs the course.
 
 A grading run, as every tool does it:
 
@@ -21,12 +22,11 @@ import time
 import uuid
 from pathlib import Path
 
+from grader.course import STAGE_TEST_FILE, load_stages
+from grader.intake import take_in
+from grader.launch import descendants
+
 ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:  # the grader package, also when the course is not installed
-    sys.path.insert(0, str(ROOT))
-from grader.course import STAGE_TEST_FILE, load_stages  # noqa: E402
-from grader.intake import take_in  # noqa: E402
-from grader.launch import descendants  # noqa: E402
 TESTS = ROOT / "tests"
 IS_WINDOWS = sys.platform == "win32"
 
@@ -88,7 +88,7 @@ def pytest_command(impl_dir, json_path, test_files, extra=()):
 
 # ---- an unprivileged user for the programs under test (POSIX, as root) -------
 
-SANDBOX_VARIABLE = "THREADED_CHAT_SANDBOX"  # read by tests/harness/process.py
+SANDBOX_VARIABLE = "THREADED_CHAT_SANDBOX"  # read by grader/harness/process.py
 SANDBOX_FIRST_UID = 64100  # uids with no account: nothing else runs as them
 
 
@@ -115,7 +115,7 @@ class Sandbox:
                  "for path in sys.argv[1:]:\n"
                  "    if not os.access(path, os.R_OK):\n"
                  "        sys.exit('cannot read ' + path)\n")
-        needed = [str(ROOT / "grader" / "launch.py"), str(ROOT / "tests" / "noise"), *map(str, paths)]
+        needed = [str(ROOT / "grader" / "launch.py"), str(ROOT / "grader" / "noise"), *map(str, paths)]
         try:
             result = subprocess.run([sys.executable, "-c", probe, *needed], cwd="/", user=self.uid,
                                     group=self.gid, extra_groups=[], capture_output=True, text=True,

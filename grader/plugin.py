@@ -61,7 +61,7 @@ def pytest_load_initial_conftests(early_config, parser, args):
     configuration. When that happened to a run started inside the course, run it
     again with `--impl=PATH`, which pytest never mistakes for a path. (A submission's
     pytest.ini can still disable this plugin in such a run: grade untrusted folders
-    with tests/grade_all.py or `--impl=PATH`, which never hand the path to pytest.)
+    with tools/grade_all.py or `--impl=PATH`, which never hand the path to pytest.)
     """
     given = list(early_config.invocation_params.args)
     if "--impl" not in given[:-1] or os.environ.get(REEXEC_GUARD):

@@ -1,7 +1,7 @@
 """Turn a results.json (from --grade-json) into Markdown: the scoreboard, then the failures.
 
-    python tests/summary.py results.json >> "$GITHUB_STEP_SUMMARY"
-    python tests/summary.py grades_results/alice/results.json     # why alice lost points
+    python tools/summary.py results.json >> "$GITHUB_STEP_SUMMARY"
+    python tools/summary.py grades_results/alice/results.json     # why alice lost points
 
 Used by .github/workflows/grade.yml for the job summary, and to read (or send) one student's
 failures after grade_all.py; handy anywhere Markdown is shown.

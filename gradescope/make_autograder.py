@@ -19,27 +19,23 @@ set the assignment's autograder points to the total.
 
 import argparse
 import json
-import re
 import subprocess
 import sys
 import tempfile
 import zipfile
 from pathlib import Path
 
+from grader.course import load_stages, test_file_number
+
 ROOT = Path(__file__).resolve().parent.parent
 HERE = ROOT / "gradescope"
-STAGE_TEST_FILE = re.compile(r"^test_(\d\d)_[a-z0-9_]*\.py$")
 VISIBILITIES = ("hidden", "after_due_date", "after_published", "visible")
 # What grading needs besides the test files: the installable grader package and its settings.
 TOP_FILES = ["requirements.txt", "pytest.ini", "conftest.py", "course.toml", "pyproject.toml", "LICENSE"]
 PACKAGE_FOLDERS = ["grader"]
-TEST_SUPPORT = ["conftest.py", "grading_tools.py", "README.md"]
-TEST_FOLDERS = ["harness", "noise"]
+TEST_SUPPORT = ["conftest.py", "README.md"]
 ZIP_DATE = (2020, 1, 1, 0, 0, 0)  # fixed, so that the same sources give the same zip
 
-
-sys.path.insert(0, str(ROOT))
-from grader.course import load_stages  # noqa: E402  (standard library plus tomli on 3.10)
 
 
 def add_bytes(zipped, data, name, executable=False):
@@ -68,12 +64,9 @@ def contents(stages, hidden):
     for name in TEST_SUPPORT:
         if (tests / name).is_file():
             files.append((tests / name, f"tests/{name}", False))
-    for folder in TEST_FOLDERS:
-        files += [(path, path.relative_to(ROOT).as_posix(), False) for path in source_files(tests / folder)]
     numbers = {stage.number for stage in stages}
     for path in sorted(tests.glob("test_*.py")):
-        match = STAGE_TEST_FILE.match(path.name)
-        if match and match.group(1) in numbers:
+        if test_file_number(path) in numbers:
             files.append((path, f"tests/{path.name}", False))
     for path in hidden:
         files.append((path, f"tests/{path.name}", False))
@@ -84,8 +77,7 @@ def contents(stages, hidden):
 # are the zip's own, so what is counted is what Gradescope will run.
 COLLECT = r"""
 import contextlib, io, json, sys
-root = sys.argv[1]
-sys.path.insert(0, root)
+root = sys.argv[1]  # also the working folder, which `python -c` puts first on sys.path
 import pytest
 
 class Points:
@@ -142,10 +134,11 @@ def chosen_stages(stages, wanted):
 
 def check_hidden(paths, graded):
     for path in paths:
-        if not path.is_file() or not STAGE_TEST_FILE.match(path.name):
+        number = test_file_number(path)
+        if not path.is_file() or number is None:
             raise SystemExit(f"{path}: a hidden test file must exist and be named test_NN_something.py")
-        if path.name[5:7] not in {stage.number for stage in graded}:
-            raise SystemExit(f"{path}: no stage {path.name[5:7]} among the stages graded")
+        if number not in {stage.number for stage in graded}:
+            raise SystemExit(f"{path}: no stage {number} among the stages graded")
         if (ROOT / "tests" / path.name).exists():
             raise SystemExit(f"{path}: tests/{path.name} exists already; give the hidden file another name")
     names = [path.name for path in paths]

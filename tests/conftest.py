@@ -9,8 +9,8 @@ import os
 import pytest
 
 from grader.plugin import impl_of, impl_root, stage_of
-from harness.client import Client, Story
-from harness.process import Server, fail
+from grader.harness.client import Client, Story
+from grader.harness.process import Server, fail
 
 
 @pytest.fixture(scope="session")

@@ -5,7 +5,7 @@ import socket
 
 import pytest
 
-from harness.client import DEFAULT_WAIT, likely_cause, show
+from grader.harness.client import DEFAULT_WAIT, likely_cause, show
 
 ONE_AT_A_TIME = ("{silent} got no reply while {busy} stays connected: the server is still busy\n"
                  "  with {busy}, serving one client at a time. Start a thread for each client, and go\n"

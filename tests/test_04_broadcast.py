@@ -2,10 +2,10 @@
 
 import pytest
 
-from harness.chat import (CHAT_WAIT, DECODE_WHOLE_LINES, RECV_IS_NOT_A_MESSAGE, chat_cause,
+from grader.harness.chat import (CHAT_WAIT, DECODE_WHOLE_LINES, RECV_IS_NOT_A_MESSAGE, chat_cause,
                           expect_chat_line, expect_chat_lines, join, join_all, joined, said, send_in_pieces)
-from harness.client import show
-from harness.freeze import check_room_survives_a_stuck_reader
+from grader.harness.client import show
+from grader.harness.freeze import check_room_survives_a_stuck_reader
 
 SENDER_GOT_ITS_OWN = "The sender must not get its own message back: send to everyone *but* the sender."
 

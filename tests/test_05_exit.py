@@ -2,7 +2,7 @@
 
 import pytest
 
-from harness.chat import CHAT_WAIT, exited, expect_chat_line, expect_chat_lines, join, join_all, said
+from grader.harness.chat import CHAT_WAIT, exited, expect_chat_line, expect_chat_lines, join, join_all, said
 
 ONCE = "A client must leave exactly once: is the leave line sent from two places (say, /exit and the clean-up)?"
 LEFT_WITHOUT_EXIT = ("A client that closes (recv() returns b'') or resets its connection (recv() raises\n"

@@ -10,13 +10,13 @@ import time
 
 import pytest
 
-from harness.chat import (CHAT_WAIT, DECODE_WHOLE_LINES, RECV_IS_NOT_A_MESSAGE,
+from grader.harness.chat import (CHAT_WAIT, DECODE_WHOLE_LINES, RECV_IS_NOT_A_MESSAGE,
                           RawClient, Threads, check_join_rule, exited, expect_chat_line,
                           expect_chat_lines, fail_unexpected_line, join, join_all, joined, said,
                           send_in_pieces)
-from harness.churn import PROBE_WAIT, RoomLog, cause_for, probe, read_until_settled
-from harness.client import show
-from harness.process import fail
+from grader.harness.churn import PROBE_WAIT, RoomLog, cause_for, probe, read_until_settled
+from grader.harness.client import show
+from grader.harness.process import fail
 
 # Under noise a correct server can pause for over a second; the race tests wait
 # for everything they expect with one generous deadline, never for a quiet gap.
@@ -348,5 +348,5 @@ def test_concurrent_large_messages_arrive_whole(start_server, connect, story):
 @pytest.mark.points(2)
 def test_stuck_reader_does_not_freeze_the_room(server, connect):
     """A client that stops reading may hold up lines to itself, never the lines it sends."""
-    from harness.freeze import check_room_survives_a_stuck_reader
+    from grader.harness.freeze import check_room_survives_a_stuck_reader
     check_room_survives_a_stuck_reader(connect)

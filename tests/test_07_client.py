@@ -1,7 +1,7 @@
 """Stage 07_client: the chat client, its bugs fixed.
 
 Each test runs client.py with its standard input and output as pipes, against
-a small scripted server inside the test (tests/harness/scripted_server.py):
+a small scripted server inside the test (grader/harness/scripted_server.py):
 the test types lines, and the scripted server checks what arrives and sends
 lines split into packets as it chooses.
 """
@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from harness.scripted_server import ClientSession
+from grader.harness.scripted_server import ClientSession
 
 EXIT_WITHIN = 1.0     # seconds, after the server closes the connection (the contract)
 # A waiting client sleeps in recv() or input(): no thread is runnable, no CPU is used.

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from harness.chat import check_join_rule, connect_named, join, join_all, join_pair
-from harness.churn import run_churn
-from harness.client import DEFAULT_WAIT
-from harness.process import fail
+from grader.harness.chat import check_join_rule, connect_named, join, join_all, join_pair
+from grader.harness.churn import run_churn
+from grader.harness.client import DEFAULT_WAIT
+from grader.harness.process import fail
 # Stage 06's churn test, run as it is against this stage's server (imported under a
 # name that pytest does not collect, so it is not run twice).
 from test_06_races import test_churn_every_message_exactly_once as churn_test_of_stage_06

@@ -8,7 +8,7 @@
   (but the tests its alternative.json lists as known failures);
 - slow mode (marker slow_mode): the solutions of the chat stages (04 on) and
   their alternatives pass with THREADED_CHAT_NOISE=slow, which slows every
-  program at random (tests/noise/sitecustomize.py): no test needs a quick server.
+  program at random (grader/noise/sitecustomize.py): no test needs a quick server.
 
 Stages, variants and alternatives are discovered from the folders, so one
 added later is checked without editing this file.

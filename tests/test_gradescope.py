@@ -69,7 +69,7 @@ def run(args, env=None, timeout=300, cwd=ROOT):
 @functools.lru_cache(maxsize=None)
 def expected_stage01_points():
     """Points of stage 01's public tests, as points_table.py counts them."""
-    result = run([sys.executable, "tests/points_table.py", "--summary", "--stages", "01"])
+    result = run([sys.executable, "tools/points_table.py", "--summary", "--stages", "01"])
     assert result.returncode == 0, result.stdout + result.stderr
     line = next(l for l in result.stdout.splitlines() if l.startswith("| 01_echo"))
     return float(line.strip("|").split("|")[2])
@@ -177,7 +177,8 @@ def test_the_zip_ships_the_grader_and_no_solution(autograder_zip):
         settings = json.loads(zipped.read("gradescope/settings.json"))
     needed = {"setup.sh", "run_autograder", "course.toml", "pyproject.toml", "pytest.ini",
               "grader/__init__.py", "grader/course.py", "grader/intake.py", "grader/plugin.py",
-              "grader/launch.py", "tests/conftest.py", "tests/grading_tools.py",
+              "grader/launch.py", "grader/grading.py", "grader/harness/client.py",
+              "grader/noise/sitecustomize.py", "tests/conftest.py",
               "tests/test_01_echo.py", "tests/test_01_hidden.py", "gradescope/settings.json"}
     assert needed <= names, f"missing from the zip: {sorted(needed - names)}"
     assert not any(n.startswith(("solutions/", "stages/")) for n in names), "no solution or starter code"
@@ -288,7 +289,7 @@ def load_run_autograder(home, monkeypatch):
     import importlib.machinery
     import importlib.util
     monkeypatch.setenv("AUTOGRADER_ROOT", str(home))
-    monkeypatch.syspath_prepend(str(home / "source" / "tests"))
+    monkeypatch.syspath_prepend(str(home / "source"))  # its own folder first, as when run as a script
     loader = importlib.machinery.SourceFileLoader("run_autograder_under_test", str(home / "source" / "run_autograder"))
     spec = importlib.util.spec_from_loader(loader.name, loader)
     module = importlib.util.module_from_spec(spec)

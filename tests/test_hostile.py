@@ -1,7 +1,7 @@
 """Self-check: hostile submissions earn what their honest programs earn, and nothing more.
 
 A batch of careless or malicious submissions (tests/hostile/README.md) is graded by
-tests/grade_all.py as an instructor would: stages 01 and 02, two at a time. Then:
+tools/grade_all.py as an instructor would: stages 01 and 02, two at a time. Then:
 - each submission's points are exactly those of its honest programs;
 - no process of theirs is alive (the daemon, the fork bomb's children);
 - nothing outside the batch's own results changed: the course's files, the other
@@ -14,7 +14,6 @@ import hashlib
 import json
 import os
 import shutil
-import stat
 import subprocess
 import sys
 import zipfile
@@ -25,8 +24,7 @@ import pytest
 TESTS = Path(__file__).resolve().parent
 ROOT = TESTS.parent
 HOSTILE = TESTS / "hostile"
-sys.path.insert(0, str(TESTS))
-import grading_tools  # noqa: E402
+from grader import grading as grading_tools
 
 pytestmark = [pytest.mark.selfcheck,
               pytest.mark.skipif(sys.platform == "win32", reason="the hostile programs use fork() and /proc")]
@@ -158,7 +156,7 @@ def graded(tmp_path_factory):
     before = course_snapshot()
     out = work / "grades_results"
     result = subprocess.run(
-        [sys.executable, str(TESTS / "grade_all.py"), str(batch), "--csv", str(work / "grades.csv"),
+        [sys.executable, str(ROOT / "tools" / "grade_all.py"), str(batch), "--csv", str(work / "grades.csv"),
          "--stages", "01,02", "-j", "2", "--out", str(out), "--timeout", "120"],
         cwd=ROOT, capture_output=True, text=True, timeout=900, stdin=subprocess.DEVNULL)
     after = course_snapshot()

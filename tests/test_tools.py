@@ -7,6 +7,7 @@ a minute on a busy 2-CPU machine.
 """
 
 import csv
+import importlib.util
 import json
 import os
 import shutil
@@ -19,10 +20,10 @@ from pathlib import Path
 
 import pytest
 
+from grader.summary import render
+
 TESTS = Path(__file__).resolve().parent
 ROOT = TESTS.parent
-sys.path.insert(0, str(TESTS))
-import summary  # noqa: E402
 
 pytestmark = pytest.mark.selfcheck
 POSIX_ONLY = pytest.mark.skipif(sys.platform == "win32", reason="process groups and /proc are POSIX")
@@ -36,14 +37,14 @@ def tool(*args, cwd=ROOT, timeout=120):
 
 def stage01_points():
     """Points possible in stage 01, as points_table.py counts them."""
-    result = tool("tests/points_table.py", "--summary", "--stages", "01")
+    result = tool("tools/points_table.py", "--summary", "--stages", "01")
     assert result.returncode == 0, result.stderr
     line = next(l for l in result.stdout.splitlines() if l.startswith("| 01_echo"))
     return float(line.strip("|").split("|")[2])
 
 
 def test_points_table_lists_every_graded_test_with_its_docstring():
-    result = tool("tests/points_table.py", "--stages", "01")
+    result = tool("tools/points_table.py", "--stages", "01")
     assert result.returncode == 0, result.stderr
     rows = [l for l in result.stdout.splitlines() if l.startswith("| `test_")]
     assert rows, result.stdout
@@ -60,12 +61,20 @@ def grade_all_run(monkeypatch, capsys, *args):
     checks are the course's own, and the check that such a sandbox stops the batch is
     test_grade_all_stops_when_the_grading_user_cannot_run_python.
     """
-    import grade_all
+    grade_all = load_tool("grade_all")
     if not grading_user_runs_here(grade_all):
         monkeypatch.setattr(grade_all, "sandbox_for", lambda slot: None)
     status = grade_all.main([str(a) for a in args])
     captured = capsys.readouterr()
     return status, captured.out, captured.err
+
+
+def load_tool(name):
+    """tools/NAME.py as a module (tools are scripts, not a package)."""
+    spec = importlib.util.spec_from_file_location(f"tool_{name}", ROOT / "tools" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def grading_user_runs_here(grade_all):
@@ -192,7 +201,7 @@ def test_grade_all_regrade_keeps_other_stages_and_students(tmp_path, monkeypatch
 
 def test_grade_all_stops_when_the_grading_user_cannot_run_python(tmp_path, monkeypatch, capsys):
     """Never run students' programs as root instead: say why, and grade nothing."""
-    import grade_all
+    grade_all = load_tool("grade_all")
 
     class Unusable:
         def check(self, *paths):
@@ -257,13 +266,13 @@ def test_points_table_counts_hidden_test_files(tmp_path):
     hidden = tmp_path / "test_01_hidden.py"
     hidden.write_text(textwrap.dedent('''
         import pytest
-        from harness.client import Client  # noqa: F401 (hidden tests import the harness)
+        from grader.harness.client import Client  # noqa: F401 (hidden tests import the harness)
 
         @pytest.mark.points(4)
         def test_extra(server, connect):
             """An extra check."""
     '''))
-    result = tool("tests/points_table.py", "--summary", "--stages", "01", "--hidden", hidden)
+    result = tool("tools/points_table.py", "--summary", "--stages", "01", "--hidden", hidden)
     assert result.returncode == 0, result.stderr
     line = next(l for l in result.stdout.splitlines() if l.startswith("| 01_echo"))
     cells = [c.strip() for c in line.strip("|").split("|")]
@@ -277,14 +286,14 @@ def test_summary_renders_a_scoreboard_and_the_failures():
         {"name": "01_echo: test_b - B <x>.", "score": 0, "max_score": 3, "status": "failed",
          "tags": ["01_echo"], "output": "alice expected 'X'"},
     ]}
-    text = summary.render(results, "Scores")
+    text = render(results, "Scores")
     assert "| 01_echo | 2 / 5 | 1 / 2 |" in text
     assert "**2 / 5**" in text
     assert "B &lt;x&gt;." in text and "alice expected 'X'" in text
 
 
 def test_summary_of_a_missing_file_says_so(tmp_path):
-    result = tool("tests/summary.py", tmp_path / "nothing.json")
+    result = tool("tools/summary.py", tmp_path / "nothing.json")
     assert result.returncode == 0 and "No grades" in result.stdout
 
 
@@ -298,7 +307,7 @@ def test_trust_reports_catch_rates(tmp_path):
     shutil.copytree(ROOT / "solutions" / "01_echo", escaped / "01_echo")
     (escaped / "variant.json").write_text(json.dumps(
         {"stage": "01_echo", "bug": "none", "caught_by": ["test_echoes_a_line"]}))
-    result = tool("tests/trust.py", "--runs", "2", "--stages", "01", "--skip-suite",
+    result = tool("tools/trust.py", "--runs", "2", "--stages", "01", "--skip-suite",
                   "--variants-dir", variants, "-j", "2")
     assert result.returncode == 1, "a variant that escapes makes trust.py fail"
     lines = {l.split("|")[1].strip(): l for l in result.stdout.splitlines() if l.startswith("| `01_")}

@@ -1,8 +1,8 @@
 """Grade a whole class: every submission in a folder, one CSV row each.
 
-    python tests/grade_all.py SUBMISSIONS_DIR --csv grades.csv
-    python tests/grade_all.py SUBMISSIONS_DIR --csv grades.csv -j 2 --timeout 120
-    python tests/grade_all.py SUBMISSIONS_DIR --csv grades.csv --stages 04 --only alice --only bob
+    python tools/grade_all.py SUBMISSIONS_DIR --csv grades.csv
+    python tools/grade_all.py SUBMISSIONS_DIR --csv grades.csv -j 2 --timeout 120
+    python tools/grade_all.py SUBMISSIONS_DIR --csv grades.csv --stages 04 --only alice --only bob
 
 SUBMISSIONS_DIR holds one entry per student: a folder laid out like stages/, a copy or
 clone of the whole repository, or a .zip of either. Only the program files course.toml
@@ -34,8 +34,7 @@ import threading
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from grading_tools import (ROOT, SandboxError, course_stages, num, pytest_command,  # noqa: E402
+from grader.grading import (ROOT, SandboxError, course_stages, num, pytest_command,
                            read_results, run_isolated, sandbox_for, select_stages,
                            stage_points, stage_test_files, take_in_submission)
 

@@ -1,6 +1,6 @@
 """Load generator: how fast does a chat server deliver, and how long does a line take?
 
-    python tests/load.py --impl solutions --stages 06_races 08_robust \\
+    python tools/load.py --impl solutions --stages 06_races 08_robust \\
                          --receivers 50 --senders 5 --lines 200
 
 For each stage named, it starts that stage's server.py (from --impl: stages, solutions or a

@@ -1,6 +1,6 @@
 """Build a small batch of submissions to try grade_all.py on (nothing here is committed).
 
-    python tests/make_demo_batch.py DIR [--partial-starters 02,03]
+    python tools/make_demo_batch.py DIR [--partial-starters 02,03]
 
 DIR gets three submissions, each laid out like stages/:
   complete/   a copy of solutions/            (full marks expected)
@@ -11,11 +11,9 @@ DIR gets three submissions, each laid out like stages/:
 
 import argparse
 import shutil
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from grading_tools import ROOT, course_stages, select_stages  # noqa: E402
+from grader.grading import ROOT, course_stages, select_stages
 
 
 def build(target, starter_stages=None):

@@ -1,8 +1,8 @@
 """Print what each stage's points cover, as Markdown, from the test files themselves.
 
-    python tests/points_table.py              a summary table, then one table per stage
-    python tests/points_table.py --summary    only the summary (stage, tests, points)
-    python tests/points_table.py --summary --hidden ~/private/test_04_hidden.py
+    python tools/points_table.py              a summary table, then one table per stage
+    python tools/points_table.py --summary    only the summary (stage, tests, points)
+    python tools/points_table.py --summary --hidden ~/private/test_04_hidden.py
                                               the same, counting a hidden test file kept
                                               outside the repository (repeatable)
 
@@ -15,16 +15,14 @@ docs/INSTRUCTORS.md.
 import argparse
 import contextlib
 import io
-import re
 import sys
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from grading_tools import ROOT, TESTS, course_stages, select_stages, stage_test_files  # noqa: E402
+from grader.course import stage_of_test_file, test_file_number
+from grader.grading import ROOT, TESTS, course_stages, select_stages, stage_test_files
 
-HIDDEN_NAME = re.compile(r"^test_(\d\d)_[a-z0-9_]*\.py$")  # the plugin's stage-of-a-file rule
 
 
 class Collector:
@@ -47,20 +45,13 @@ class Collector:
 
 
 def stage_of_file(filename):
-    number = filename[5:7]
-    for stage in course_stages():
-        if stage[:2] == number:
-            return stage
-    return "?"
+    return stage_of_test_file(filename) or "?"
 
 
 def collect(files, hidden=()):
     collector = Collector(hidden)
     args = ["--collect-only", "-q", "-p", "no:cacheprovider", "--impl=solutions",
             "--rootdir", str(ROOT), "-c", str(ROOT / "pytest.ini"), *map(str, files), *map(str, hidden)]
-    # A hidden file kept outside tests/ imports the harness as the course's tests do.
-    if str(TESTS) not in sys.path:
-        sys.path.insert(0, str(TESTS))
     with contextlib.redirect_stdout(io.StringIO()):
         status = pytest.main(args, plugins=[collector])
     if status not in (0, 5):
@@ -74,8 +65,8 @@ def hidden_files(paths, stages):
     chosen = []
     for path in paths:
         path = Path(path).expanduser()
-        match = HIDDEN_NAME.match(path.name)
-        if not path.is_file() or not match:
+        number = test_file_number(path)
+        if not path.is_file() or number is None:
             raise SystemExit(f"{path}: a hidden test file must exist and be named test_NN_something.py "
                              f"(NN: the stage it grades)")
         if (TESTS / path.name).exists():
@@ -83,8 +74,8 @@ def hidden_files(paths, stages):
             print(f"note: tests/{path.name} exists already and is counted; {path} is not",
                   file=sys.stderr)
             continue
-        if not any(stage[:2] == match.group(1) for stage in stages):
-            print(f"note: {path} grades stage {match.group(1)}, which is not in this table",
+        if not any(stage[:2] == number for stage in stages):
+            print(f"note: {path} grades stage {number}, which is not in this table",
                   file=sys.stderr)
             continue
         chosen.append(path.resolve())

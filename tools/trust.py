@@ -1,10 +1,10 @@
 """Measure how far the grades can be trusted: no flaky test, no bug slipping through.
 
-    python tests/trust.py --runs 20                 everything, 20 times
-    python tests/trust.py --runs 100 --stages 06    one stage, 100 times
-    python tests/trust.py --runs 20 --skip-suite    only the buggy variants
-    python tests/trust.py --runs 20 --markdown trust.md -j 2
-    python tests/trust.py --runs 20 --skip-suite --skip-variants --slow   the alternatives
+    python tools/trust.py --runs 20                 everything, 20 times
+    python tools/trust.py --runs 100 --stages 06    one stage, 100 times
+    python tools/trust.py --runs 20 --skip-suite    only the buggy variants
+    python tools/trust.py --runs 20 --markdown trust.md -j 2
+    python tools/trust.py --runs 20 --skip-suite --skip-variants --slow   the alternatives
 
 1. The suite: the graded tests (tests/test_NN_*.py) are run K times on the reference
    solutions, each run a fresh `python -m pytest --impl solutions` process; every test that
@@ -38,8 +38,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from grading_tools import (ROOT, TESTS, course_stages, pytest_command, read_results,  # noqa: E402
+from grader.grading import (ROOT, TESTS, course_stages, pytest_command, read_results,
                            run_isolated, select_stages, stage_of_test, stage_test_files)
 
 VARIANTS = TESTS / "variants"

@@ -1,8 +1,8 @@
 """Join/leave churn for chat servers (stages 06 and 08): clients come and go, in every way a
 connection can end, while stable members chat; nothing may be lost, doubled or reordered.
 
-    from harness.chat import join_all
-    from harness.churn import run_churn
+    from grader.harness.chat import join_all
+    from grader.harness.churn import run_churn
     alice, bob = join_all(connect, ["alice", "bob"])   # both surely in the room
     run_churn(connect, rounds=8, churners=6, messages=150)
 

@@ -1,6 +1,6 @@
 """A room must not freeze when one client stops reading (stages 04 and 06).
 
-    from harness.freeze import check_room_survives_a_stuck_reader
+    from grader.harness.freeze import check_room_survives_a_stuck_reader
     check_room_survives_a_stuck_reader(connect)
 
 The README asks for broadcasting "without holding a lock while you send". A

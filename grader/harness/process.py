@@ -98,7 +98,7 @@ class Program:
         # Grades must not depend on the grader's environment: a program that
         # forgets flush=True fails everywhere, as it would for a user who pipes it.
         env.pop("PYTHONUNBUFFERED", None)
-        # Noise: tests/noise/sitecustomize.py, on PYTHONPATH, runs before the
+        # Noise: grader/noise/sitecustomize.py, on PYTHONPATH, runs before the
         # program does, with the profiles named in THREADED_CHAT_NOISE. "race"
         # (noise=True) makes races show up on nearly every run; "slow", which
         # the test run's own environment asks for (THREADED_CHAT_NOISE=slow),

@@ -1,5 +1,5 @@
 """Noise for the programs under test: imported by Python at start-up when this
-folder is on PYTHONPATH (tests/harness/process.py puts it there).
+folder is on PYTHONPATH (grader/harness/process.py puts it there).
 
 The environment variable THREADED_CHAT_NOISE names the profiles, comma-separated:
 
@@ -139,7 +139,7 @@ def main():
     unknown = profiles - {"race", "slow"}
     if unknown:
         # A typo must not pass as "no noise": say so, and run without any.
-        print(f"tests/noise: unknown {PROFILE_VARIABLE} profile(s) {sorted(unknown)}; "
+        print(f"grader/noise: unknown {PROFILE_VARIABLE} profile(s) {sorted(unknown)}; "
               f"known: race, slow", file=sys.stderr, flush=True)
         return
     install(profiles)
