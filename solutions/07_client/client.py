@@ -95,6 +95,8 @@ class Screen:
             typed = self.readline.get_line_buffer()
             # Erase the prompt and the half-typed text, print the line in their
             # place, then draw both again below it, where readline carries on.
+            # (readline.redisplay() alone would draw nothing: readline believes
+            # the screen still shows its line, and redraws only what changed.)
             self._write(f"{ERASE_LINE}{line}\n{self.prompt}{typed}")
         else:
             self._write(f"\n{line}\n{self.prompt}")
