@@ -68,18 +68,22 @@ class Variant:
     path: Path
 
 
-def variants_folder(root=ROOT):
-    return Path(root) / VARIANTS
+def variants_folder(root=ROOT, folder=None):
+    """Where the specs are: FOLDER if given, else ROOT/tests/variants."""
+    return Path(folder) if folder is not None else Path(root) / VARIANTS
 
 
-def variant_names(root=ROOT):
+def variant_names(root=ROOT, folder=None):
     """Every variant's name (its file name without .toml), sorted."""
-    return sorted(path.stem for path in variants_folder(root).glob(f"*{SUFFIX}"))
+    return sorted(path.stem for path in variants_folder(root, folder).glob(f"*{SUFFIX}"))
 
 
-def load_variant(name, root=ROOT):
-    """The Variant in tests/variants/NAME.toml; VariantError if its spec is malformed."""
-    path = variants_folder(root) / f"{name}{SUFFIX}"
+def load_variant(name, root=ROOT, folder=None):
+    """The Variant in tests/variants/NAME.toml (or FOLDER/NAME.toml); VariantError if malformed.
+
+    root is the course the variant is built against: its course.toml and solutions/.
+    """
+    path = variants_folder(root, folder) / f"{name}{SUFFIX}"
     if not path.is_file():
         raise VariantError(f"no variant {name!r}: {path} does not exist (see: python tools/variant.py list)")
     try:
@@ -89,9 +93,9 @@ def load_variant(name, root=ROOT):
     return _variant_from(name, path, data, root)
 
 
-def load_variants(root=ROOT, stages=None):
+def load_variants(root=ROOT, stages=None, folder=None):
     """Every variant (of the given stage slugs only, if any), in name order."""
-    variants = [load_variant(name, root) for name in variant_names(root)]
+    variants = [load_variant(name, root, folder) for name in variant_names(root, folder)]
     return [v for v in variants if stages is None or v.stage in stages]
 
 
@@ -204,17 +208,22 @@ def diff_text(variant, root=ROOT):
     return "\n".join(lines)
 
 
+def failure_text(variant, results):
+    """The failure output of the variant's caught_by tests, from a run's TestResults (grader.results)."""
+    return "\n".join(result.output for result in results if result.function in variant.caught_by)
+
+
 def missing_failure_words(variant, failure_text):
     """The failure_words that the failure text does not contain (case-sensitive)."""
     return [word for word in variant.failure_words if word not in failure_text]
 
 
-def problems(root=ROOT):
+def problems(root=ROOT, folder=None):
     """{variant name: what is wrong with it} for every malformed or stale variant."""
     found = {}
-    for name in variant_names(root):
+    for name in variant_names(root, folder):
         try:
-            patched_programs(load_variant(name, root), root)
+            patched_programs(load_variant(name, root, folder), root)
         except VariantError as error:
             found[name] = str(error)
     return found
