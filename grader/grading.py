@@ -25,6 +25,7 @@ from pathlib import Path
 from grader.course import STAGE_TEST_FILE, load_stages
 from grader.intake import take_in
 from grader.launch import descendants
+from grader.results import TestResult, scores_by_stage
 
 ROOT = Path(__file__).resolve().parent.parent
 TESTS = ROOT / "tests"
@@ -307,23 +308,8 @@ def read_results(path):
         return None
 
 
-def stage_of_test(test):
-    """The stage a results.json test belongs to (conftest tags it; its name starts with it)."""
-    tags = test.get("tags") or []
-    if tags:
-        return tags[0]
-    return test.get("name", "").split(":", 1)[0]
-
-
 def stage_points(results):
-    """{stage: [earned, possible]} from a results.json dict."""
-    totals = {}
-    for test in (results or {}).get("tests", []):
-        row = totals.setdefault(stage_of_test(test), [0.0, 0.0])
-        row[0] += float(test.get("score") or 0)
-        row[1] += float(test.get("max_score") or 0)
-    return totals
-
-
-def num(value):
-    return f"{value:g}"
+    """{stage: points earned} from a results.json dict."""
+    tests = (results or {}).get("tests", [])
+    return {stage: score.earned for stage, score in
+            scores_by_stage(TestResult.from_gradescope(test) for test in tests).items()}

@@ -1,4 +1,6 @@
-"""The course's pytest plugin: what is graded, points, scoreboard, results.json.
+"""The course's pytest plugin: what is graded, which tests count, the scoreboard.
+
+The grades themselves (results as data, results.json) are grader/results.py.
 
 Installed with the course (`pip install -r requirements.txt` installs this folder as a
 package whose pytest11 entry point is this module), so pytest knows --impl before it
@@ -17,26 +19,25 @@ file starts with: tests/test_04_broadcast.py grades 04_broadcast. Outside this c
 own folder the plugin only declares its options and does nothing else.
 """
 
-import json
 import os
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import pytest
 
 from .course import ROOT, stage_of_test_file
+from .harness.process import ProgramError
 from .intake import take_in
+from .results import Grades
 
 NAMED_IMPLS = {"stages": ROOT / "stages", "solutions": ROOT / "solutions"}
 
 GRADES = pytest.StashKey()
 IMPL = pytest.StashKey()
-_GRADES = []  # this run's Grades, for the hooks that get no config
 
 
 def pytest_addoption(parser):
@@ -149,13 +150,15 @@ def pytest_configure(config):
                 f"  cd {other} && python -m pip install -r requirements.txt")
         return
     config.stash[IMPL] = Impl(config.getoption("--impl"))
-    config.stash[GRADES] = Grades(config.getoption("--grade-json"))
-    _GRADES[:] = [config.stash[GRADES]]  # the per-test hooks below get no config argument
+    json_path = config.getoption("--grade-json")
+    grades = Grades(Path(json_path) if json_path else None)
+    config.stash[GRADES] = grades
+    # The grades follow the run through pytest's own hooks: a plugin object of their own.
+    config.pluginmanager.register(grades, "threaded-chat-grades")
     restore_ctrl_c()
 
 
 def pytest_unconfigure(config):
-    _GRADES.clear()
     impl = config.stash.get(IMPL, None)
     if impl is not None:
         impl.cleanup()
@@ -208,160 +211,17 @@ def pytest_collection_modifyitems(config, items):
             grades.add(item, stage, float(points.args[0]))
 
 
-# ---- results ----------------------------------------------------------------
-
-class Grades:
-    """Points per test, as the run goes; written out as it goes, too.
-
-    The JSON file is rewritten when each test starts (counting it failed until
-    it finishes), so even a run killed by a hard timeout leaves a file that
-    names the test that never finished.
-    """
-
-    def __init__(self, json_path):
-        self.json_path = Path(json_path) if json_path else None
-        self.tests = {}  # nodeid -> record, in collection order
-        self.started = time.monotonic()
-
-    def add(self, item, stage, points):
-        doc = (item.function.__doc__ or "").strip().splitlines() if hasattr(item, "function") else []
-        self.tests[item.nodeid] = {
-            "stage": stage,
-            "name": item.name,
-            "description": doc[0] if doc else "",
-            "points": points,
-            "status": "not run",
-            "output": "",
-        }
-
-    def start(self, nodeid):
-        record = self.tests.get(nodeid)
-        if record:
-            record["status"] = "running"
-            record["output"] = "This test did not finish (the run was stopped or timed out)."
-            self.write_json()
-
-    def record(self, report):
-        record = self.tests.get(report.nodeid)
-        if record is None:
-            return
-        if report.failed:
-            record["status"] = "failed"
-            where = "" if report.when == "call" else f" (during {report.when})"
-            record["output"] = f"FAILED{where}\n{report.longreprtext}"
-        elif report.skipped and record["status"] != "failed":
-            record["status"] = "skipped"
-            reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
-            record["output"] = reason
-        elif report.when == "call" and report.passed and record["status"] == "running":
-            record["status"] = "passed"
-            record["output"] = ""
-
-    def finish(self, nodeid):
-        self.write_json()
-
-    def earned(self, record):
-        return record["points"] if record["status"] == "passed" else 0.0
-
-    def counted(self, record):
-        """Skipped tests (a platform that cannot run them) count for nothing either way."""
-        return record["status"] not in ("skipped", "not run")
-
-    def by_stage(self):
-        stages = {}
-        for record in self.tests.values():
-            if record["status"] == "not run":
-                continue  # deselected, or the run stopped before it
-            row = stages.setdefault(record["stage"], {"earned": 0.0, "possible": 0.0,
-                                                       "passed": 0, "tests": 0, "skipped": 0})
-            if record["status"] == "skipped":
-                row["skipped"] += 1
-            elif self.counted(record):
-                row["tests"] += 1
-                row["possible"] += record["points"]
-                row["earned"] += self.earned(record)
-                row["passed"] += record["status"] == "passed"
-        return dict(sorted(stages.items()))
-
-    def write_json(self):
-        if self.json_path is None:
-            return
-        tests = []
-        for number, record in enumerate(self.tests.values(), 1):
-            if record["status"] == "not run":
-                continue
-            skipped = record["status"] == "skipped"
-            title = f"{record['stage']}: {record['name']}"
-            if record["description"]:
-                title += f" - {record['description']}"
-            test = {
-                "name": title,
-                "number": str(number),
-                "score": self.earned(record),
-                "max_score": 0.0 if skipped else record["points"],
-                "output": f"Skipped: {record['output']}" if skipped else record["output"],
-                "tags": [record["stage"]],
-                "visibility": "visible",
-            }
-            if not skipped:  # a skipped test is neither: Gradescope shows it as 0 / 0
-                test["status"] = "passed" if record["status"] == "passed" else "failed"
-            tests.append(test)
-        result = {
-            "score": sum(t["score"] for t in tests),
-            "execution_time": round(time.monotonic() - self.started, 1),
-            "output": self.scoreboard_text(),
-            # Plain text keeps the scoreboard's columns and the failures' indentation.
-            "output_format": "text",
-            "test_output_format": "text",
-            "visibility": "visible",
-            "stdout_visibility": "visible",
-            "tests": tests,
-        }
-        self.json_path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = self.json_path.with_name(self.json_path.name + ".tmp")
-        temporary.write_text(json.dumps(result, indent=2), encoding="utf-8")
-        temporary.replace(self.json_path)
-
-    def scoreboard_text(self):
-        rows = self.by_stage()
-        if not rows:
-            return ""
-        lines = [f"{'stage':<16}{'points':^13}  tests passed"]
-        total_earned = total_possible = 0.0
-        for stage, row in rows.items():
-            skipped = f"  ({row['skipped']} skipped)" if row["skipped"] else ""
-            lines.append(f"{stage:<16}{_num(row['earned']):>5} / {_num(row['possible']):<5}"
-                         f"  {row['passed']}/{row['tests']}{skipped}")
-            total_earned += row["earned"]
-            total_possible += row["possible"]
-        lines.append(f"{'total':<16}{_num(total_earned):>5} / {_num(total_possible):<5}")
-        return "\n".join(lines)
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """A program that could not be run (grader.harness.process.ProgramError) fails the test
+    with the error's own message, written for students, and no traceback of the harness."""
+    outcome = yield
+    report = outcome.get_result()
+    if call.excinfo is not None and call.excinfo.errisinstance(ProgramError):
+        report.longrepr = str(call.excinfo.value)
 
 
-def _num(value):
-    return f"{value:g}"
-
-
-def pytest_runtest_logstart(nodeid, location):
-    if _GRADES:
-        _GRADES[0].start(nodeid)
-
-
-def pytest_runtest_logreport(report):
-    if _GRADES:
-        _GRADES[0].record(report)
-
-
-def pytest_runtest_logfinish(nodeid, location):
-    if _GRADES:
-        _GRADES[0].finish(nodeid)
-
-
-def pytest_sessionfinish(session):
-    grades = session.config.stash.get(GRADES, None)
-    if grades is not None:
-        grades.write_json()
-
+# ---- the scoreboard ------------------------------------------------------------
 
 def pytest_terminal_summary(terminalreporter, config):
     grades = config.stash.get(GRADES, None)

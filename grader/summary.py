@@ -13,30 +13,15 @@ import json
 import sys
 from pathlib import Path
 
+from .results import TestResult, num, scores_by_stage
+
 OUTPUT_LINES = 40  # of each failure's message, in the summary
-
-
-def num(value):
-    return f"{float(value):g}"
-
-
-def stage_rows(tests):
-    rows = {}
-    for test in tests:
-        stage = (test.get("tags") or [test.get("name", "?").split(":", 1)[0]])[0]
-        row = rows.setdefault(stage, {"earned": 0.0, "possible": 0.0, "passed": 0, "tests": 0})
-        if float(test.get("max_score") or 0) == 0 and test.get("status") != "passed":
-            continue  # skipped on this platform: counts for nothing
-        row["earned"] += float(test.get("score") or 0)
-        row["possible"] += float(test.get("max_score") or 0)
-        row["tests"] += 1
-        row["passed"] += test.get("status") == "passed"
-    return dict(sorted(rows.items()))
 
 
 def render(results, title):
     tests = results.get("tests", [])
-    rows = stage_rows(tests)
+    rows = {stage: vars(score) for stage, score in
+            scores_by_stage(TestResult.from_gradescope(test) for test in tests).items()}
     lines = [f"## {title}", "", "| stage | points | tests passed |", "|---|---:|---:|"]
     earned = possible = 0.0
     for stage, row in rows.items():

@@ -9,8 +9,8 @@ import os
 import pytest
 
 from grader.plugin import impl_of, impl_root, stage_of
-from grader.harness.client import Client, Story
-from grader.harness.process import Server, fail
+from grader.harness.client import Client, Story, fail
+from grader.harness.process import Server
 
 
 @pytest.fixture(scope="session")

@@ -31,7 +31,7 @@ def test_echoes_one_megabyte_of_binary_data_intact(server, connect):
     data = bytes(range(256)) + random.Random(1).randbytes(ONE_MB - 256)
     sender = send_in_background(alice, data)
     alice.story.add("alice", f"is sending {len(data)} bytes of binary data (every byte value)")
-    alice.expect_bytes(data, timeout=15, hint=(
+    alice.expect_bytes(data, timeout=15, cause=(
         "Echo the bytes exactly as received: don't decode them as text (binary data is not UTF-8), "
         "don't add or drop anything, and send every byte (sendall, not send)."))
     sender.join(5)
@@ -55,7 +55,7 @@ def test_closes_the_connection_when_the_client_closes(server, connect):
     alice.send(b"last words")
     alice.half_close()
     alice.expect_bytes(b"last words")
-    alice.expect_closed(hint=(
+    alice.expect_closed(cause=(
         "recv() returns b'' when the client has closed its side. Stop the loop then and close "
         "the connection; a loop that keeps calling recv() spins forever."))
 
@@ -69,7 +69,7 @@ def test_serves_the_next_client_after_one_closes(server, connect):
     bob = connect("bob")  # waits in the listen queue while alice is served
     bob.send(b"bob next\n")
     alice.close()
-    bob.expect_bytes(b"bob next\n", timeout=3, hint=(
+    bob.expect_bytes(b"bob next\n", timeout=3, cause=(
         "After one client closes, go back to accept() for the next: accept in a loop."))
 
 
@@ -82,6 +82,6 @@ def test_survives_a_client_that_resets(server, connect):
     alice.reset()
     bob = connect("bob")
     bob.send(b"still there?\n")
-    bob.expect_bytes(b"still there?\n", timeout=3, hint=(
+    bob.expect_bytes(b"still there?\n", timeout=3, cause=(
         "A reset connection makes recv() or send() raise ConnectionResetError. Catch it, close "
         "that connection and serve the next client."))

@@ -24,9 +24,9 @@ def test_waits_for_the_end_of_the_line(server, connect):
     """Half a line gets no reply until its newline arrives."""
     alice = connect("alice")
     alice.send(b"not fini")
-    alice.expect_no_more(window=0.3, hint="The server replied before the line was complete. " + CHUNK_AS_LINE)
+    alice.expect_no_more(window=0.3, cause="The server replied before the line was complete. " + CHUNK_AS_LINE)
     alice.send(b"shed yet\n")
-    alice.expect_line("NOT FINISHED YET", hint=CHUNK_AS_LINE)
+    alice.expect_line("NOT FINISHED YET", cause=CHUNK_AS_LINE)
 
 
 @pytest.mark.points(2)
@@ -34,7 +34,7 @@ def test_line_sent_one_byte_at_a_time(server, connect):
     """A line whose bytes arrive one by one is answered once, whole."""
     alice = connect("alice")
     alice.send_slowly(b"split me up\n", pause=0.01)
-    alice.expect_line("SPLIT ME UP", hint=CHUNK_AS_LINE)
+    alice.expect_line("SPLIT ME UP", cause=CHUNK_AS_LINE)
     alice.expect_no_more(window=0.2)
 
 
@@ -43,7 +43,7 @@ def test_several_lines_in_one_packet(server, connect):
     """Three lines sent in one packet get three replies, in order."""
     alice = connect("alice")
     alice.send(b"one\ntwo\nthree\n")
-    alice.expect_lines(["ONE", "TWO", "THREE"], hint=CHUNK_AS_LINE)
+    alice.expect_lines(["ONE", "TWO", "THREE"], cause=CHUNK_AS_LINE)
     alice.expect_no_more(window=0.2)
 
 
@@ -54,9 +54,9 @@ def test_multibyte_character_split_across_packets(server, connect):
     data = "d\u00e9j\u00e0 vu \u2713\n".encode("utf-8")  # "déjà vu ✓"
     cut = data.index("\u00e9".encode("utf-8")) + 1           # between the two bytes of "é"
     alice.send(data[:cut])
-    alice.expect_no_more(window=0.2, hint="The server replied before the line was complete. " + CHUNK_AS_LINE)
+    alice.expect_no_more(window=0.2, cause="The server replied before the line was complete. " + CHUNK_AS_LINE)
     alice.send(data[cut:])
-    alice.expect_line("D\u00c9J\u00c0 VU \u2713", hint=(
+    alice.expect_line("D\u00c9J\u00c0 VU \u2713", cause=(
         "A multi-byte character can be cut between two recv() calls, and decoding half of it fails "
         "or gives '\\ufffd'. Split the bytes into lines first, then decode each whole line."))
 
@@ -83,7 +83,7 @@ def test_line_far_longer_than_one_recv(server, connect):
     alice = connect("alice")
     text = "abcdefghij" * 20_000
     alice.send((text + "\n").encode(), note=f"sent one line of {len(text)} characters")
-    alice.expect_line(text.upper(), timeout=10, hint=CHUNK_AS_LINE)
+    alice.expect_line(text.upper(), timeout=10, cause=CHUNK_AS_LINE)
 
 
 @pytest.mark.points(1)
@@ -104,4 +104,4 @@ def test_serves_the_next_client_after_one_closes(server, connect):
     bob = connect("bob")
     bob.send_line("second")
     alice.close()
-    bob.expect_line("SECOND", timeout=3, hint="After one client closes, go back to accept() for the next.")
+    bob.expect_line("SECOND", timeout=3, cause="After one client closes, go back to accept() for the next.")

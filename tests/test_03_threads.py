@@ -76,10 +76,10 @@ def expect_reply(client, expected, silent_cause, wrong_line_cause=None, timeout=
         return got
     if got is None:
         # Silence and a closed connection are different stories: the harness tells the latter.
-        client._fail_missing(f"the line {expected!r}", timeout,
+        client.fail_missing(f"the line {expected!r}", timeout,
                              None if client.closed_by_server else silent_cause)
     cause = wrong_line_cause(got) if wrong_line_cause else None
-    client._fail(f"{client.name} expected the line {show(expected)}\n"
+    client.fail(f"{client.name} expected the line {show(expected)}\n"
                  f"{client.name} received the line {show(got)}",
                  cause or likely_cause(expected, got))
 
@@ -137,7 +137,7 @@ def test_fifty_clients_at_once(server, connect, stage_dir):
     clients = [first]
     for i in range(1, 50):
         if server.exited():
-            first._fail(f"The server stopped after {i} clients had connected.")
+            first.fail(f"The server stopped after {i} clients had connected.")
         clients.append(connect(f"client{i:02}"))
     for i, client in enumerate(clients[1:], 1):
         client.send_line(f"hello from {i}")

@@ -16,7 +16,7 @@ def test_join_line_reaches_the_others(server, connect):
     alice = join(connect, "alice")
     bob = join(connect, "bob", room=[alice])
     join(connect, "carol", room=[alice, bob],
-         hint="Every client already in the chat hears the newcomer join.")
+         cause="Every client already in the chat hears the newcomer join.")
 
 
 @pytest.mark.points(1)
@@ -26,7 +26,7 @@ def test_joiner_does_not_get_its_own_join_line(server, connect):
     bob = join(connect, "bob", room=[alice])
     alice.send_line("welcome bob")
     expect_chat_line(bob, said("alice", "welcome bob"),
-                     hint="bob's first line should be alice's message. Does the joiner get its own join line?")
+                     cause="bob's first line should be alice's message. Does the joiner get its own join line?")
 
 
 @pytest.mark.points(2)
@@ -37,7 +37,7 @@ def test_message_reaches_everyone_but_the_sender(server, connect):
     expect_chat_line(bob, said("alice", "hello everyone"))
     expect_chat_line(carol, said("alice", "hello everyone"))
     bob.send_line("hi alice")
-    expect_chat_line(alice, said("bob", "hi alice"), hint=SENDER_GOT_ITS_OWN)
+    expect_chat_line(alice, said("bob", "hi alice"), cause=SENDER_GOT_ITS_OWN)
     expect_chat_line(carol, said("bob", "hi alice"))
 
 
@@ -48,7 +48,7 @@ def test_blank_lines_are_ignored(server, connect):
     bob.send(b"\n\r\n\n")
     bob.send_line("after the blanks")
     expect_chat_line(alice, said("bob", "after the blanks"),
-                     hint="A blank line (nothing, or only '\\r', before the '\\n') is not forwarded.")
+                     cause="A blank line (nothing, or only '\\r', before the '\\n') is not forwarded.")
 
 
 @pytest.mark.points(1)
@@ -62,9 +62,9 @@ def test_whitespace_only_lines_are_blank(server, connect):
     if got == expected:
         return
     if got is None:
-        alice._fail_missing(f"the line {expected!r}", CHAT_WAIT, None)
+        alice.fail_missing(f"the line {expected!r}", CHAT_WAIT, None)
     forwarded_blank = got.startswith("bob: ") and not got[len("bob: "):].strip()
-    alice._fail(f"alice expected the line {show(expected)}\n"
+    alice.fail(f"alice expected the line {show(expected)}\n"
                 f"alice received the line {show(got)}",
                 "bob's line of only spaces or tabs was forwarded. It is blank as well: "
                 "test line.strip(), not line == ''." if forwarded_blank else chat_cause(expected, got))
@@ -105,7 +105,7 @@ def test_lines_split_and_joined_in_transit(server, connect):
     alice, bob = join_all(connect, ["alice", "bob"])
     send_in_pieces(bob, [b"goo", b"d morning\nhow are", b" you?\nfine\n"])
     expect_chat_lines(alice, [said("bob", "good morning"), said("bob", "how are you?"), said("bob", "fine")],
-                      hint=RECV_IS_NOT_A_MESSAGE)
+                      cause=RECV_IS_NOT_A_MESSAGE)
 
 
 @pytest.mark.points(1)
@@ -114,7 +114,7 @@ def test_long_message_arrives_whole(server, connect):
     alice, bob = join_all(connect, ["alice", "bob"])
     text = "".join(f"{i:04d} " for i in range(2000))
     bob.send_line(text)
-    expect_chat_line(alice, said("bob", text), hint=RECV_IS_NOT_A_MESSAGE)
+    expect_chat_line(alice, said("bob", text), cause=RECV_IS_NOT_A_MESSAGE)
 
 
 @pytest.mark.points(2)
@@ -124,11 +124,11 @@ def test_multibyte_character_split_across_packets(server, connect):
     bob = connect("zoë")
     name = "zoë\n".encode("utf-8")
     send_in_pieces(bob, [name[:3], name[3:]])
-    expect_chat_line(alice, joined("zoë"), hint=DECODE_WHOLE_LINES)
+    expect_chat_line(alice, joined("zoë"), cause=DECODE_WHOLE_LINES)
     data = "naïve café ☕\n".encode("utf-8")
     cut = data.index("☕".encode("utf-8")) + 2  # inside the three bytes of '☕'
     send_in_pieces(bob, [data[:cut], data[cut:]])
-    expect_chat_line(alice, said("zoë", "naïve café ☕"), hint=DECODE_WHOLE_LINES)
+    expect_chat_line(alice, said("zoë", "naïve café ☕"), cause=DECODE_WHOLE_LINES)
     server.assert_no_traceback()
 
 

@@ -13,7 +13,7 @@ def sync(sender, receivers, text="(sync)"):
     """sender says `text`; each receiver's next line must be it: nothing unexpected came before."""
     sender.send_line(text)
     for receiver in receivers:
-        expect_chat_line(receiver, said(sender.name, text), hint=ONCE)
+        expect_chat_line(receiver, said(sender.name, text), cause=ONCE)
 
 
 @pytest.mark.points(2)
@@ -21,9 +21,9 @@ def test_exit_is_announced_to_the_others(server, connect):
     """/exit: every other client receives NAME exited the chat room."""
     alice, bob, carol = join_all(connect, ["alice", "bob", "carol"])
     bob.send_line("/exit")
-    hint = "The line /exit is a command, not a message: announce that the client left."
-    expect_chat_line(alice, exited("bob"), hint=hint)
-    expect_chat_line(carol, exited("bob"), hint=hint)
+    cause = "The line /exit is a command, not a message: announce that the client left."
+    expect_chat_line(alice, exited("bob"), cause=cause)
+    expect_chat_line(carol, exited("bob"), cause=cause)
     sync(carol, [alice])
 
 
@@ -33,7 +33,7 @@ def test_exit_closes_the_connection(server, connect):
     alice, bob = join_all(connect, ["alice", "bob"])
     bob.send_line("/exit")
     expect_chat_line(alice, exited("bob"))
-    bob.expect_closed(timeout=CHAT_WAIT, hint=(
+    bob.expect_closed(timeout=CHAT_WAIT, cause=(
         "After /exit the server closes the connection. If you close() it while another thread may\n"
         "  still use the socket, shutdown(socket.SHUT_RDWR) first: close() alone sends no FIN then."))
 
@@ -43,7 +43,7 @@ def test_exit_with_carriage_return(server, connect):
     """/exit ending in \\r\\n (as telnet sends it) works too."""
     alice, bob = join_all(connect, ["alice", "bob"])
     bob.send(b"/exit\r\n")
-    expect_chat_line(alice, exited("bob"), hint="Drop the trailing '\\r' before comparing the line with '/exit'.")
+    expect_chat_line(alice, exited("bob"), cause="Drop the trailing '\\r' before comparing the line with '/exit'.")
 
 
 @pytest.mark.points(1)
@@ -60,8 +60,8 @@ def test_close_without_exit_is_announced_once(server, connect):
     """A client that just closes its connection is announced as leaving, once."""
     alice, bob, carol = join_all(connect, ["alice", "bob", "carol"])
     bob.close()
-    expect_chat_line(alice, exited("bob"), hint=LEFT_WITHOUT_EXIT)
-    expect_chat_line(carol, exited("bob"), hint=LEFT_WITHOUT_EXIT)
+    expect_chat_line(alice, exited("bob"), cause=LEFT_WITHOUT_EXIT)
+    expect_chat_line(carol, exited("bob"), cause=LEFT_WITHOUT_EXIT)
     sync(carol, [alice])
     server.assert_no_traceback()
 
@@ -71,7 +71,7 @@ def test_reset_is_announced_once(server, connect):
     """A client that resets its connection is announced once; no traceback."""
     alice, bob, carol = join_all(connect, ["alice", "bob", "carol"])
     bob.reset()
-    expect_chat_line(alice, exited("bob"), hint=LEFT_WITHOUT_EXIT)
+    expect_chat_line(alice, exited("bob"), cause=LEFT_WITHOUT_EXIT)
     sync(carol, [alice])
     server.assert_no_traceback()
     server.assert_running()
@@ -82,8 +82,8 @@ def test_half_close_is_a_goodbye(server, connect):
     """A client that stops sending (FIN) but still reads is announced, then disconnected."""
     alice, bob = join_all(connect, ["alice", "bob"])
     bob.half_close()
-    expect_chat_line(alice, exited("bob"), hint=LEFT_WITHOUT_EXIT)
-    bob.expect_closed(timeout=CHAT_WAIT, hint="Once recv() returned b'', close the connection.")
+    expect_chat_line(alice, exited("bob"), cause=LEFT_WITHOUT_EXIT)
+    bob.expect_closed(timeout=CHAT_WAIT, cause="Once recv() returned b'', close the connection.")
 
 
 @pytest.mark.points(1)
@@ -118,7 +118,7 @@ def test_many_leave_at_once(server, connect):
         else:
             leaver.reset()
     alice.expect_lines([exited(leaver.name) for leaver in leavers], ordered=False,
-                       timeout=CHAT_WAIT, hint=LEFT_WITHOUT_EXIT)
+                       timeout=CHAT_WAIT, cause=LEFT_WITHOUT_EXIT)
     sync(bob, [alice])
     server.assert_no_traceback()
     server.assert_running()
@@ -129,7 +129,7 @@ def test_name_free_again_after_leaving(server, connect):
     """After bob leaves, a new bob can join and chat: the old one is forgotten."""
     alice, bob = join_all(connect, ["alice", "bob"])
     bob.reset()
-    expect_chat_line(alice, exited("bob"), hint=LEFT_WITHOUT_EXIT)
+    expect_chat_line(alice, exited("bob"), cause=LEFT_WITHOUT_EXIT)
     new_bob = join(connect, "bob", room=[alice])
     new_bob.send_line("I'm back")
     expect_chat_line(alice, said("bob", "I'm back"))

@@ -15,8 +15,7 @@ from grader.harness.chat import (CHAT_WAIT, DECODE_WHOLE_LINES, RECV_IS_NOT_A_ME
                           expect_chat_lines, fail_unexpected_line, join, join_all, joined, said,
                           send_in_pieces)
 from grader.harness.churn import PROBE_WAIT, RoomLog, cause_for, probe, read_until_settled
-from grader.harness.client import show
-from grader.harness.process import fail
+from grader.harness.client import fail, show
 
 # Under noise a correct server can pause for over a second; the race tests wait
 # for everything they expect with one generous deadline, never for a quiet gap.
@@ -39,7 +38,7 @@ def test_join_and_message(server, connect):
     expect_chat_line(alice, said("bob", "hello alice"))
     alice.send_line("hello bob")
     expect_chat_line(bob, said("alice", "hello bob"),
-                     hint="bob's next line should be alice's message: did the sender get its own line back?")
+                     cause="bob's next line should be alice's message: did the sender get its own line back?")
 
 
 @pytest.mark.points(2)
@@ -56,7 +55,7 @@ def test_message_split_across_packets(server, connect):
     """A line that arrives in pieces is forwarded once, whole."""
     alice, bob = join_all(connect, ["alice", "bob"])
     send_in_pieces(bob, [b"good ", b"morn", b"ing\n"])
-    expect_chat_line(alice, said("bob", "good morning"), hint="Only part of the line was forwarded? "
+    expect_chat_line(alice, said("bob", "good morning"), cause="Only part of the line was forwarded? "
                      + RECV_IS_NOT_A_MESSAGE)
 
 
@@ -76,7 +75,7 @@ def test_lines_in_one_packet_are_separate_messages(server, connect):
 def report_lines_in_one_packet(alice, expected, got, all_expected):
     """alice's line `got` (None: nothing) is not the `expected` one of bob's three."""
     if got is None:
-        alice._fail_missing(f"the line {expected!r}", CHAT_WAIT,
+        alice.fail_missing(f"the line {expected!r}", CHAT_WAIT,
                             "bob's three lines came in one packet: one recv() returned all three. Split what\n"
                             "  arrives on '\\n' and forward each line; the bytes after the first '\\n' are not\n"
                             "  thrown away, they are the next lines.")
@@ -90,7 +89,7 @@ def report_lines_in_one_packet(alice, expected, got, all_expected):
         cause = "The right lines arrived out of order: lines from one sender arrive in the order sent."
     else:
         cause = None
-    alice._fail(f"bob sent b'one\\ntwo\\nthree\\n' in one packet.\n"
+    alice.fail(f"bob sent b'one\\ntwo\\nthree\\n' in one packet.\n"
                 f"alice expected the line {show(expected)}\nalice received the line {show(got)}", cause)
 
 
@@ -125,9 +124,9 @@ def test_multibyte_character_split_across_packets(server, connect):
     data = "café ☕ ok\n".encode("utf-8")
     cut = data.index("é".encode("utf-8")) + 1  # inside the two bytes of 'é'
     send_in_pieces(bob, [data[:cut], data[cut:]], pause=0.2)
-    expect_chat_line(alice, said("bob", "café ☕ ok"), hint=DECODE_WHOLE_LINES)
+    expect_chat_line(alice, said("bob", "café ☕ ok"), cause=DECODE_WHOLE_LINES)
     bob.send_line("still here")
-    expect_chat_line(alice, said("bob", "still here"), hint=DECODE_WHOLE_LINES)
+    expect_chat_line(alice, said("bob", "still here"), cause=DECODE_WHOLE_LINES)
     server.assert_no_traceback()
 
 
@@ -137,7 +136,7 @@ def test_exit_announced_and_connection_closed(server, connect):
     alice, bob = join_all(connect, ["alice", "bob"])
     bob.send_line("/exit")
     expect_chat_line(alice, exited("bob"))
-    bob.expect_closed(timeout=CHAT_WAIT, hint="After /exit the server closes the connection.")
+    bob.expect_closed(timeout=CHAT_WAIT, cause="After /exit the server closes the connection.")
 
 
 @pytest.mark.points(2)
@@ -145,10 +144,10 @@ def test_close_without_exit_announced_once(server, connect):
     """A client that just closes is announced as leaving, once; the others carry on."""
     alice, bob, carol = join_all(connect, ["alice", "bob", "carol"])
     bob.close()
-    expect_chat_line(alice, exited("bob"), hint=LEFT_WITHOUT_EXIT)
+    expect_chat_line(alice, exited("bob"), cause=LEFT_WITHOUT_EXIT)
     carol.send_line("is bob gone?")
     expect_chat_line(alice, said("carol", "is bob gone?"),
-                     hint="The leave line came twice? A client must leave exactly once.")
+                     cause="The leave line came twice? A client must leave exactly once.")
     server.assert_no_traceback()
 
 
@@ -157,10 +156,10 @@ def test_reset_announced_once(server, connect):
     """A client that resets its connection is announced once; no traceback."""
     alice, bob, carol = join_all(connect, ["alice", "bob", "carol"])
     bob.reset()
-    expect_chat_line(alice, exited("bob"), hint=LEFT_WITHOUT_EXIT)
+    expect_chat_line(alice, exited("bob"), cause=LEFT_WITHOUT_EXIT)
     carol.send_line("after the reset")
     expect_chat_line(alice, said("carol", "after the reset"),
-                     hint="The leave line came twice? A client must leave exactly once.")
+                     cause="The leave line came twice? A client must leave exactly once.")
     server.assert_no_traceback()
     server.assert_running()
 

@@ -16,8 +16,7 @@ import pytest
 
 from grader.harness.chat import check_join_rule, connect_named, join, join_all, join_pair
 from grader.harness.churn import run_churn
-from grader.harness.client import DEFAULT_WAIT
-from grader.harness.process import fail
+from grader.harness.client import DEFAULT_WAIT, fail
 # Stage 06's churn test, run as it is against this stage's server (imported under a
 # name that pytest does not collect, so it is not run twice).
 from test_06_races import test_churn_every_message_exactly_once as churn_test_of_stage_06
@@ -37,11 +36,11 @@ def expect_refused(client, why, timeout=DEFAULT_WAIT):
     if line is None or not line.startswith("Error:"):
         got = "nothing" if line is None else repr(line)
         closed = " and the server closed the connection" if client.closed_by_server else ""
-        client._fail(f"{client.name} expected a line starting with 'Error:' ({why}).\n"
+        client.fail(f"{client.name} expected a line starting with 'Error:' ({why}).\n"
                      f"{client.name} received {got}{closed}.",
                      f"The contract says: {why}: one 'Error: ...' line, then disconnect. "
                      f"Send the line before you close, and end it with '\\n'.")
-    client.expect_closed(timeout, hint=f"After the Error line ({why}) the server must close the connection.")
+    client.expect_closed(timeout, cause=f"After the Error line ({why}) the server must close the connection.")
     return line
 
 
@@ -197,14 +196,14 @@ def test_max_users_limit(start_server, connect):
     expect_refused(dave, "a client beyond --max-users")
     alice.send_line("who is here?")
     for client in (bob, carol):
-        client.expect_line("alice: who is here?", hint=(
+        client.expect_line("alice: who is here?", cause=(
             "Only alice's message was due here: did the server announce the refused user?"))
     bob.send_line("/exit")
     # Both hear bob leave before erin comes: a leave and a join are concurrent otherwise.
     alice.expect_line("bob exited the chat room")
     carol.expect_line("bob exited the chat room")
     erin = connect_named(connect, "erin")
-    alice.expect_line("erin joined the chat room!", hint=(
+    alice.expect_line("erin joined the chat room!", cause=(
         "bob left, so there is room again: the limit counts the members now in the room."))
     carol.expect_line("erin joined the chat room!")
     erin.send_line("hi")
@@ -222,9 +221,9 @@ def test_max_users_holds_when_many_join_at_once(start_server, connect):
     refused, deadline = [], time.monotonic() + 5
     waiting = list(clients)
     while len(refused) < 5 and time.monotonic() < deadline:
-        clients[0]._check_server()  # a crashed or unfinished server fails at once
+        clients[0].check_server()  # a crashed or unfinished server fails at once
         for client in list(waiting):
-            if client.buffer or client._receive_some(time.monotonic() + 0.02):
+            if client.buffer or client.receive_some(time.monotonic() + 0.02):
                 line = client.read_line(0.5) or ""
                 if line.startswith("Error:"):
                     refused.append(client)
@@ -233,7 +232,7 @@ def test_max_users_holds_when_many_join_at_once(start_server, connect):
             elif client.closed_by_server:
                 waiting.remove(client)
     if len(refused) != 5 or len(waiting) != 3:
-        clients[0]._fail(f"With --max-users 3 and 8 clients, 5 should get an 'Error:' line and 3 stay.\n"
+        clients[0].fail(f"With --max-users 3 and 8 clients, 5 should get an 'Error:' line and 3 stay.\n"
                          f"{len(refused)} got an Error line; {len(waiting)} were still connected "
                          f"without one after 5 s.",
                          "Check the number of members and add the new one under the same lock,\n"
@@ -243,7 +242,7 @@ def test_max_users_holds_when_many_join_at_once(start_server, connect):
     for listener in listeners:
         listener.collect_until(lambda line: line == f"{speaker.name}: we are three", 1, 5, "the message")
         if listener.lines[-1] != f"{speaker.name}: we are three":
-            listener._fail(f"{listener.name} expected {speaker.name}'s message",
+            listener.fail(f"{listener.name} expected {speaker.name}'s message",
                            "The members still connected after the refusals must be able to chat.")
 
 
@@ -260,7 +259,7 @@ def test_invalid_usernames_refused(server, connect):
         client.send((name + "\n").encode(), note=f"sent the username {name!r}")
         expect_refused(client, f"a username {what} is refused")
     connect_named(connect, "bob")
-    alice.expect_line("bob joined the chat room!", hint=(
+    alice.expect_line("bob joined the chat room!", cause=(
         "A refused username must never be announced: bob's join line should be the first to arrive."))
 
 
@@ -270,7 +269,7 @@ def test_username_of_32_characters_accepted(server, connect):
     alice, bob = join_all(connect, ["alice", "bob"])
     name = "é" * 32
     connect_named(connect, name)
-    alice.expect_line(f"{name} joined the chat room!", hint=(
+    alice.expect_line(f"{name} joined the chat room!", cause=(
         "32 characters is allowed; only longer names are refused. Count characters, not bytes."))
 
 
@@ -281,9 +280,9 @@ def test_username_in_use_refused(server, connect):
     impostor = connect_named(connect, "alice")
     expect_refused(impostor, "a username already in use is refused")
     alice.send_line("still me")
-    bob.expect_line("alice: still me", hint="Nobody should hear the second alice join.")
+    bob.expect_line("alice: still me", cause="Nobody should hear the second alice join.")
     bob.send_line("hello alice")
-    alice.expect_line("bob: hello alice", hint="The first alice must keep her name and her connection.")
+    alice.expect_line("bob: hello alice", cause="The first alice must keep her name and her connection.")
 
 
 # ---- --max-line ------------------------------------------------------------------
@@ -294,15 +293,15 @@ def test_long_line_refused(start_server, connect):
     start_server("--max-line", "100")
     alice, bob = join_all(connect, ["alice", "bob"])
     alice.send_line("y" * 100)
-    bob.expect_line("alice: " + "y" * 100, hint="A line of exactly --max-line bytes is allowed.")
+    bob.expect_line("alice: " + "y" * 100, cause="A line of exactly --max-line bytes is allowed.")
     alice.send_line("z" * 101)
     line = alice.read_line(DEFAULT_WAIT)
     if line is None or not line.startswith("Error:"):
-        alice._fail(f"alice sent a line of 101 bytes (limit 100) and expected an 'Error:' line.\n"
+        alice.fail(f"alice sent a line of 101 bytes (limit 100) and expected an 'Error:' line.\n"
                     f"alice received {'nothing' if line is None else repr(line)}.",
                     "A line longer than --max-line is forwarded to nobody; its sender gets an Error line.")
     alice.send_line("after")
-    bob.expect_line("alice: after", hint="The long line must reach nobody, and alice stays connected.")
+    bob.expect_line("alice: after", cause="The long line must reach nobody, and alice stays connected.")
 
 
 @pytest.mark.points(3)
@@ -325,7 +324,7 @@ def test_endless_line_keeps_memory_bounded(server, connect):
         report_endless_line_cut_off(alice, sent, error)
     alice.story.add("alice", "sent 24 MB without a newline")
     alice.send(b"\nafter\n", note="sent '\\n' then the line 'after'")
-    bob.expect_line("alice: after", timeout=10, hint=(
+    bob.expect_line("alice: after", timeout=10, cause=(
         "The 24 MB line is far over --max-line (4096): it must reach nobody, and alice stays connected."))
     grown_mb = (peak_memory_kb(server) - before) / 1024
     if grown_mb > 8:
@@ -334,7 +333,7 @@ def test_endless_line_keeps_memory_bounded(server, connect):
              f"  line passes --max-line, throw its bytes away as they arrive, up to the next '\\n'.")
     line = alice.read_line(DEFAULT_WAIT)
     if line is None or not line.startswith("Error:"):
-        alice._fail(f"alice expected an 'Error:' line about her 24 MB line; received "
+        alice.fail(f"alice expected an 'Error:' line about her 24 MB line; received "
                     f"{'nothing' if line is None else repr(line)}.",
                     "The sender of a line over --max-line gets an Error line.")
 
@@ -344,12 +343,12 @@ def report_endless_line_cut_off(alice, sent, error):
     mb = sent / (1024 * 1024)
     if isinstance(error, socket.timeout):
         alice.story.add("alice", f"sent {mb:.1f} MB without a newline; then the server took nothing for 30 s")
-        alice._fail(f"alice was sending a line with no newline. After {mb:.1f} MB the server stopped reading "
+        alice.fail(f"alice was sending a line with no newline. After {mb:.1f} MB the server stopped reading "
                     f"her connection: nothing more was taken for 30 s.",
                     "Keep reading a client that sends a line over --max-line: throw its bytes away as they\n"
                     "  arrive, up to the next '\\n', then send one 'Error:' line.")
     alice.story.add("alice", f"sent {mb:.1f} MB without a newline; then sending failed: {error}")
-    alice._fail(f"The server closed alice's connection while she sent a long line (after {mb:.1f} MB "
+    alice.fail(f"The server closed alice's connection while she sent a long line (after {mb:.1f} MB "
                 f"with no newline; sending failed with {error!r}).",
                 "A line longer than --max-line is not a reason to disconnect: the contract wants one\n"
                 "  'Error:' line to its sender, who stays connected. Throw the line's bytes away as they\n"
@@ -364,11 +363,11 @@ def test_silent_connection_closed_after_handshake_timeout(start_server, connect)
     start_server("--handshake-timeout", "0.5")
     alice, bob = join_all(connect, ["alice", "bob"])
     mute = connect("mute")
-    mute.expect_closed(timeout=0.5 + DEFAULT_WAIT, hint=(
+    mute.expect_closed(timeout=0.5 + DEFAULT_WAIT, cause=(
         "mute sent nothing for 0.5 s (--handshake-timeout 0.5): close its connection. A recv() with\n"
         "  a timeout (settimeout) while waiting for the name does it; set it back to None after."))
     alice.send_line("still here")
-    bob.expect_line("alice: still here", hint=(
+    bob.expect_line("alice: still here", cause=(
         "The handshake timeout is for the username only: members may stay quiet as long as they like."))
 
 
@@ -385,17 +384,17 @@ def test_quiet_members_stay_connected(start_server, connect):
     closed = [client.name for client in (alice, bob) if client.closed_by_server]
     if closed:
         lines = "".join(f"\n{client.name} received {line!r}." for client, line in heard.items() if line)
-        alice._fail(f"alice and bob joined, then stayed quiet for 4 s; the server closed the connection of "
+        alice.fail(f"alice and bob joined, then stayed quiet for 4 s; the server closed the connection of "
                     f"{' and '.join(closed)}.{lines}", QUIET_MEMBER_DROPPED)
     for client, line in heard.items():
         if line is not None:
-            client._fail(f"alice and bob joined, then stayed quiet for 4 s, and nobody else spoke; "
+            client.fail(f"alice and bob joined, then stayed quiet for 4 s, and nobody else spoke; "
                          f"{client.name} received {line!r}.",
                          QUIET_MEMBER_DROPPED if line.endswith(" exited the chat room") else None)
     alice.send_line("still here after the quiet")
-    bob.expect_line("alice: still here after the quiet", hint=QUIET_MEMBER_DROPPED)
+    bob.expect_line("alice: still here after the quiet", cause=QUIET_MEMBER_DROPPED)
     bob.send_line("me too")
-    alice.expect_line("bob: me too", hint=QUIET_MEMBER_DROPPED)
+    alice.expect_line("bob: me too", cause=QUIET_MEMBER_DROPPED)
 
 
 @pytest.mark.points(1)
@@ -420,7 +419,7 @@ def test_dribbling_connection_closed_after_handshake_timeout(start_server, conne
         except OSError:
             break
     else:
-        slow._fail(f"slow kept the connection open for {0.5 + DEFAULT_WAIT} s (--handshake-timeout 0.5) "
+        slow.fail(f"slow kept the connection open for {0.5 + DEFAULT_WAIT} s (--handshake-timeout 0.5) "
                    f"without ever sending a whole name.",
                    "The timeout is for the whole username, not for each recv(): keep one deadline\n"
                    "  and give recv() only the time that is left.")
@@ -435,10 +434,10 @@ def test_invalid_utf8_becomes_replacement_characters(server, connect):
     """Bytes that are not UTF-8 arrive as U+FFFD; the sender stays connected."""
     alice, bob = join_all(connect, ["alice", "bob"])
     alice.send(b"caf\xe9 \xff\xfe ok \xe2\x82\n")
-    bob.expect_line("alice: caf\ufffd \ufffd\ufffd ok \ufffd", hint=(
+    bob.expect_line("alice: caf\ufffd \ufffd\ufffd ok \ufffd", cause=(
         "Decode with errors='replace': invalid bytes become U+FFFD instead of raising."))
     alice.send_line("still here")
-    bob.expect_line("alice: still here", hint="Invalid UTF-8 must never disconnect its sender.")
+    bob.expect_line("alice: still here", cause="Invalid UTF-8 must never disconnect its sender.")
 
 
 @pytest.mark.points(2)
@@ -446,11 +445,11 @@ def test_control_characters_not_forwarded(server, connect):
     """Control characters (but tab) are removed from messages; a line of only them is blank."""
     alice, bob = join_all(connect, ["alice", "bob"])
     alice.send("a\x00b\x07c\td\x1b[31me\x7f f\x08g\rh\u009bi\n".encode())
-    bob.expect_line("alice: abc\td[31me fghi", hint=(
+    bob.expect_line("alice: abc\td[31me fghi", cause=(
         "Remove every control character (unicodedata.category(c) == 'Cc') except tab, keep the rest."))
     alice.send(b"\x07\x07\x1b\n")
     alice.send_line("next")
-    bob.expect_line("alice: next", hint="A line of only control characters is blank once they are removed.")
+    bob.expect_line("alice: next", cause="A line of only control characters is blank once they are removed.")
 
 
 # ---- slow readers --------------------------------------------------------------------
@@ -500,14 +499,14 @@ def test_stuck_reader_does_not_stall_others(server, connect):
         for drain in drains:
             drain.finish()
     if not arrived or errors:
-        fast._fail("\n".join([drains[0].summary(names, lines_each)] + errors),
+        fast.fail("\n".join([drains[0].summary(names, lines_each)] + errors),
                    stuck_reader_cause(drains))
     if drains[0].disorder:
-        fast._fail("Lines from one sender arrived out of order:\n  " + "\n  ".join(drains[0].disorder),
+        fast.fail("Lines from one sender arrived out of order:\n  " + "\n  ".join(drains[0].disorder),
                    "Lines queued for a client must go out before any line sent directly after them.")
     unexpected = [line for line in drains[0].others if line != "stuck exited the chat room"]
     if unexpected:
-        fast._fail(f"fast received lines it should not have: {unexpected[:5]}")
+        fast.fail(f"fast received lines it should not have: {unexpected[:5]}")
     fast.story.add("fast", f"received all {3 * lines_each} lines in {elapsed:.1f} s")
 
 
@@ -530,7 +529,7 @@ def test_slow_reader_in_a_burst_is_not_dropped(server, connect):
         for drain in drains:
             drain.finish()
     if not arrived or errors or drains[0].disorder:
-        slow._fail(f"{drains[0].summary(names, lines_each)}\n" + "\n".join(errors + drains[0].disorder),
+        slow.fail(f"{drains[0].summary(names, lines_each)}\n" + "\n".join(errors + drains[0].disorder),
                    "slow reads all the time, just slower than the burst comes. Dropping a client the\n"
                    "  moment its queue is full also drops readers like this one: wait a little for\n"
                    "  room, and drop only a client that makes no progress for a few seconds.")
@@ -558,7 +557,7 @@ def test_ctrl_c_closes_connections_and_exits(server, connect):
              f"Likely cause: KeyboardInterrupt was not caught; catch it in main() and shut down.")
     for client in (alice, bob, mute):
         client.server = None  # it has exited, as it should; only the connection matters now
-        client.expect_closed(1.0, hint="Ctrl+C must close every client connection.")
+        client.expect_closed(1.0, cause="Ctrl+C must close every client connection.")
 
 
 # ---- the join rule, many users, and the churn of stage 06 ------------------------------------
@@ -583,7 +582,7 @@ def test_two_hundred_users(start_server, connect):
     for client in clients[1:]:
         got = client.collect_until(lambda line: line == "u000: hello all 200", 1, 20, "the message")
         if not got or got[-1] != "u000: hello all 200":
-            client._fail(f"{client.name} expected 'u000: hello all 200' after the join lines; "
+            client.fail(f"{client.name} expected 'u000: hello all 200' after the join lines; "
                          f"received {len(got)} lines, the last {got[-1:]!r}.",
                          "Does the server limit threads or connections below 200?")
 

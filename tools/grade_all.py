@@ -34,9 +34,10 @@ import threading
 import time
 from pathlib import Path
 
-from grader.grading import (ROOT, SandboxError, course_stages, num, pytest_command,
+from grader.grading import (ROOT, SandboxError, course_stages, pytest_command,
                            read_results, run_isolated, sandbox_for, select_stages,
                            stage_points, stage_test_files, take_in_submission)
+from grader.results import TestResult, num
 
 DEFAULT_TIMEOUT = 300  # seconds per stage; the reference solution's slowest stage takes < 30
 RECORD = "grades.json"  # per submission: {"stages": {stage: {"points", "notes"}}, "intake": [...]}
@@ -149,7 +150,7 @@ def grade_stage(impl, intake, stage, report_dir, timeout, pytest_args, sandbox):
     status, seconds = run_isolated(command, cwd=ROOT, timeout=timeout, log_path=log_path,
                                    sandbox=sandbox)
     results = read_results(json_path)
-    earned = stage_points(results).get(stage, [0.0, 0.0])[0] if results else 0.0
+    earned = stage_points(results).get(stage, 0.0)
     if status is None:
         # The tests that passed before the deadline keep their points; the rest earn 0.
         notes.append(f"timed out after {timeout:g} s: only the tests finished by then count "
@@ -203,7 +204,8 @@ def write_results(report_dir, record):
     for stage in stages:
         results = read_results(report_dir / f"{stage}.json") or {}
         seconds += float(results.get("execution_time") or 0)
-        stage_tests = [t for t in results.get("tests", []) if t.get("tags", [stage])[0] == stage]
+        stage_tests = [t for t in results.get("tests", [])
+                       if TestResult.from_gradescope(t).stage == stage]
         if record["stages"][stage]["points"] == 0:
             for test in stage_tests:  # a crashed run's points were not kept: say why
                 if test.get("score"):

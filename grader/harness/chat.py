@@ -21,8 +21,7 @@ import struct
 import threading
 import time
 
-from .client import show
-from .process import fail
+from .client import fail, show
 
 # A correct server answers within milliseconds, but under scheduling noise one
 # can pause for over a second: waits for lines that must come are generous.
@@ -92,21 +91,21 @@ def chat_cause(expected, got):
     return None
 
 
-def expect_chat_line(client, expected, timeout=CHAT_WAIT, hint=None):
+def expect_chat_line(client, expected, timeout=CHAT_WAIT, cause=None):
     """The next line this client receives must be `expected` (with chat-aware hints)."""
     got = client.read_line(timeout)
     if got == expected:
         return got
-    fail_unexpected_line(client, expected, got, timeout, hint)
+    fail_unexpected_line(client, expected, got, timeout, cause)
 
 
-def fail_unexpected_line(client, expected, got, timeout=CHAT_WAIT, hint=None):
+def fail_unexpected_line(client, expected, got, timeout=CHAT_WAIT, cause=None):
     """Fail: `got` (a line already read; None if none came within `timeout`) is not `expected`."""
     if got is None:
-        client._fail_missing(f"the line {expected!r}", timeout, hint)
-    client._fail(f"{client.name} expected the line {show(expected)}\n"
+        client.fail_missing(f"the line {expected!r}", timeout, cause)
+    client.fail(f"{client.name} expected the line {show(expected)}\n"
                  f"{client.name} received the line {show(got)}",
-                 hint or chat_cause(expected, got) or _generic_cause(expected, got))
+                 cause or chat_cause(expected, got) or _generic_cause(expected, got))
 
 
 def _generic_cause(expected, got):
@@ -114,14 +113,14 @@ def _generic_cause(expected, got):
     return likely_cause(expected, got)
 
 
-def expect_chat_lines(client, expected, timeout=CHAT_WAIT, hint=None):
+def expect_chat_lines(client, expected, timeout=CHAT_WAIT, cause=None):
     """The next lines must be exactly these, in this order; one deadline for all."""
     deadline = time.monotonic() + timeout
     for line in expected:
-        expect_chat_line(client, line, max(0.0, deadline - time.monotonic()), hint)
+        expect_chat_line(client, line, max(0.0, deadline - time.monotonic()), cause)
 
 
-def join(connect, name, room=None, server=None, timeout=CHAT_WAIT, hint=None):
+def join(connect, name, room=None, server=None, timeout=CHAT_WAIT, cause=None):
     """Connect a client and send its username; return it once the server surely knows it.
 
     With `room` (clients already surely in the chat): waits until each of them
@@ -138,7 +137,7 @@ def join(connect, name, room=None, server=None, timeout=CHAT_WAIT, hint=None):
     client = connect(name, server)
     client.send_line(name)
     for other in room:
-        expect_chat_line(other, joined(name), timeout, hint)
+        expect_chat_line(other, joined(name), timeout, cause)
     return client
 
 
@@ -195,13 +194,13 @@ def first_join_line(first, second, timeout=CHAT_WAIT, strict=False):
     if line == said(listener.name, SYNC):
         return listener
     if line == joined(listener.name) and not strict:
-        joiner.story.add("the test", f"(both heard the other join, which breaks the join rule: "
-                                     f"skipped, as check_join_rule tests it)")
+        joiner.story.add("the test", "(both heard the other join, which breaks the join rule: "
+                                     "skipped, as check_join_rule tests it)")
         line = joiner.read_line(timeout)
         if line == said(listener.name, SYNC):
             return listener
     elif line == joined(listener.name):
-        joiner._fail(
+        joiner.fail(
             f"{first.name} and {second.name} sent their usernames at the same moment, and both heard the "
             f"other join:\n{listener.name} received {show(joined(joiner.name))}, and "
             f"{joiner.name} received {show(joined(listener.name))}.\n"
@@ -225,18 +224,18 @@ def _wait_for_a_join_line(first, second, timeout):
             if line is not None:
                 expect = f"nothing, or the line {show(joined(joiner.name))}"
                 own = "The joiner must not get its own join line: send it to everyone *but* the joiner."
-                listener._fail(f"{first.name} and {second.name} sent their usernames at the same moment.\n"
+                listener.fail(f"{first.name} and {second.name} sent their usernames at the same moment.\n"
                                f"{listener.name} expected {expect}\n"
                                f"{listener.name} received the line {show(line)}",
                                (own if line == joined(listener.name) else chat_cause(joined(joiner.name), line))
                                or "Only the join line of the other client can arrive here.")
             if listener.closed_by_server:
-                listener._fail_missing("to stay connected while it joined", timeout, None)
+                listener.fail_missing("to stay connected while it joined", timeout, None)
     partial = next((client for client in (first, second) if client.buffer), None)
     if partial is not None:
-        partial._fail_missing(f"the line {joined((second if partial is first else first).name)!r}",
+        partial.fail_missing(f"the line {joined((second if partial is first else first).name)!r}",
                               timeout, None)
-    first._fail(f"{first.name} and {second.name} sent their usernames at the same moment; within "
+    first.fail(f"{first.name} and {second.name} sent their usernames at the same moment; within "
                 f"{timeout} s neither heard the other join.\n"
                 f"Exactly one of them must: the one the server added first hears the other join.",
                 "Does the server announce a join to the others at all? If it does: " + JOIN_RULE +

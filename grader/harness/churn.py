@@ -28,8 +28,7 @@ import time
 import pytest
 
 from .chat import exited, join_all, joined, said
-from .client import show
-from .process import fail
+from .client import fail, show
 
 SYNC_MARK = "(sync "    # the test's own sync and probe lines start with this
 PROBE_WAIT = 5.0        # after the deadline: how long a probe line may take
@@ -328,6 +327,6 @@ def _check_listener(log, speaker, deadline, timeout):
              f"{sum(log.joins.values())} join lines and {sum(log.leaves.values())} leave lines"
              + ("" if settled else f"; at the {timeout:.0f} s deadline it was still waiting for "
                                    f"{show(log.due()[:5], 300)}"))
-    listener._fail(f"Under join/leave churn, {listener.name} did not get every message and leave line "
+    listener.fail(f"Under join/leave churn, {listener.name} did not get every message and leave line "
                    f"exactly once.\n{heard}.\n  - " + "\n  - ".join(text for _, text in problems[:8]),
                    cause_for({kind for kind, _ in problems}))

@@ -10,7 +10,9 @@ import socket
 import struct
 import time
 
-from .process import fail, tail
+import pytest
+
+from .process import tail
 
 # Seconds to wait for a reply that should come at once. A correct server answers
 # in milliseconds, so only a wrong one ever waits this long; the margin is for a
@@ -40,6 +42,11 @@ class Story:
         first = skipped + 1
         lines += [f"   {first + i:3}. {step}" for i, step in enumerate(shown)]
         return "\n".join(lines) or "    (no steps)"
+
+
+def fail(message):
+    """Fail the current test with a message written for students (no traceback)."""
+    pytest.fail(message, pytrace=False)
 
 
 def show(data, limit=120):
@@ -104,7 +111,7 @@ class Client:
             if self.server is not None:
                 self.server.settle(0.3)  # a server that is dying: let its last words arrive
             timed_out = isinstance(error, (socket.timeout, TimeoutError))
-            self._fail(f"{self.name} could not connect to {self.address[0]}:{self.address[1]}: "
+            self.fail(f"{self.name} could not connect to {self.address[0]}:{self.address[1]}: "
                        f"{'no answer within ' + str(timeout) + ' s' if timed_out else error}",
                        "The server is not accepting connections: is accept() called again for each "
                        "new client?" if timed_out else None)
@@ -121,7 +128,7 @@ class Client:
         except OSError as caught:
             error = caught
         if error is not None:  # failed outside the except block: no chained traceback
-            self._fail(f"{self.name} could not send {show(data)}: {error}",
+            self.fail(f"{self.name} could not send {show(data)}: {error}",
                        "The server has closed or reset this connection.")
         self.story.add(self.name, note or f"sent {show(data)}")
 
@@ -159,7 +166,7 @@ class Client:
 
     # ---- receiving -------------------------------------------------------
 
-    def _receive_some(self, until):
+    def receive_some(self, until):
         """Receive whatever arrives before the monotonic time `until`.
 
         Returns False when the deadline passed with nothing new. Checks that the
@@ -173,10 +180,14 @@ class Client:
             try:
                 chunk = self.sock.recv(65536)
             except socket.timeout:
-                self._check_server()
-                continue
+                chunk = None
             except (ConnectionResetError, ConnectionAbortedError):
                 chunk = b""
+            if chunk is None:
+                # Outside the except block, so that a failure here reads as itself and
+                # not as "during handling of the above exception" (the timeout).
+                self.check_server()
+                continue
             if not chunk:
                 self.closed_by_server = True
                 return False
@@ -184,27 +195,27 @@ class Client:
             self.received.extend(chunk)
             return True
 
-    def _check_server(self):
+    def check_server(self):
         server = self.server
         if server is None:
             return
         if server.exited():
-            self._fail(f"The server stopped while {self.name} was waiting for a reply.")
+            self.fail(f"The server stopped while {self.name} was waiting for a reply.")
         if "NotImplementedError" in server.stderr:
-            self._fail("The server raised NotImplementedError: this part is not done yet.")
+            self.fail("The server raised NotImplementedError: this part is not done yet.")
 
     def receive_bytes(self, count, timeout=DEFAULT_WAIT):
         """Return up to `count` bytes: fewer only if the deadline passed or the server closed."""
         deadline = time.monotonic() + timeout
         while len(self.buffer) < count:
-            if self.closed_by_server or not self._receive_some(deadline):
+            if self.closed_by_server or not self.receive_some(deadline):
                 break
         data = bytes(self.buffer[:count])
         del self.buffer[:count]
         self.story.add(self.name, f"received {len(data)} bytes")
         return data
 
-    def expect_bytes(self, expected, timeout=DEFAULT_WAIT, hint=None):
+    def expect_bytes(self, expected, timeout=DEFAULT_WAIT, cause=None):
         """The next bytes must be exactly `expected` (binary-safe; shows where they differ)."""
         got = self.receive_bytes(len(expected), timeout)
         if got == expected:
@@ -218,7 +229,7 @@ class Client:
             head = (f"{self.name} expected {len(expected)} bytes; they differ from byte {same} on.\n"
                     f"  expected: {show(expected[same:same + 40])}\n"
                     f"  received: {show(got[same:same + 40])}")
-        self._fail(head, hint)
+        self.fail(head, cause)
 
     def read_line(self, timeout=DEFAULT_WAIT):
         """Return the next line as text (without its '\\n'), or None if none came in time.
@@ -227,7 +238,7 @@ class Client:
         """
         deadline = time.monotonic() + timeout
         while b"\n" not in self.buffer:
-            if self.closed_by_server or not self._receive_some(deadline):
+            if self.closed_by_server or not self.receive_some(deadline):
                 return None
         raw, _, rest = bytes(self.buffer).partition(b"\n")
         self.buffer = bytearray(rest)
@@ -236,19 +247,19 @@ class Client:
         self.story.add(self.name, f"received the line {line!r}")
         return line
 
-    def expect_line(self, expected, timeout=DEFAULT_WAIT, hint=None):
+    def expect_line(self, expected, timeout=DEFAULT_WAIT, cause=None):
         """The next line must be `expected`."""
         got = self.read_line(timeout)
         if got == expected:
             return got
         if got is None:
-            self._fail_missing(f"the line {expected!r}", timeout, hint)
-        cause = hint or likely_cause(expected, got)
-        self._fail(f"{self.name} expected the line {show(expected)}\n"
+            self.fail_missing(f"the line {expected!r}", timeout, cause)
+        cause = cause or likely_cause(expected, got)
+        self.fail(f"{self.name} expected the line {show(expected)}\n"
                    f"{self.name} received the line {show(got)}",
                    cause)
 
-    def expect_lines(self, expected, timeout=DEFAULT_WAIT, hint=None, ordered=True):
+    def expect_lines(self, expected, timeout=DEFAULT_WAIT, cause=None, ordered=True):
         """The next len(expected) lines must be these (in this order, unless ordered=False).
 
         The deadline covers all of them, so a slow but correct server passes.
@@ -260,18 +271,18 @@ class Client:
             line = self.read_line(max(0.0, deadline - time.monotonic()))
             if line is None:
                 missing = _missing(expected, got, ordered)
-                self._fail_missing(f"{len(expected)} lines; {len(got)} arrived, still missing "
-                                   f"{show(missing, 200)}", timeout, hint)
+                self.fail_missing(f"{len(expected)} lines; {len(got)} arrived, still missing "
+                                   f"{show(missing, 200)}", timeout, cause)
             got.append(line)
             if ordered and line != expected[len(got) - 1]:
                 want = expected[len(got) - 1]
-                self._fail(f"{self.name} expected line {len(got)} of {len(expected)} to be {show(want)}\n"
+                self.fail(f"{self.name} expected line {len(got)} of {len(expected)} to be {show(want)}\n"
                            f"{self.name} received {show(line)}",
-                           hint or likely_cause(want, line) or _order_hint(expected, line))
+                           cause or likely_cause(want, line) or _order_hint(expected, line))
         if not ordered and sorted(got) != sorted(expected):
-            self._fail(f"{self.name} expected these lines, in any order: {show(sorted(expected), 300)}\n"
+            self.fail(f"{self.name} expected these lines, in any order: {show(sorted(expected), 300)}\n"
                        f"{self.name} received: {show(got, 300)}",
-                       hint or "A line is missing, extra, or changed.")
+                       cause or "A line is missing, extra, or changed.")
         return got
 
     def collect_until(self, predicate, count, timeout, what):
@@ -292,51 +303,50 @@ class Client:
                 matching += 1
         return got
 
-    def expect_no_more(self, window=0.3, hint=None):
+    def expect_no_more(self, window=0.3, cause=None):
         """Nothing more may arrive within `window` seconds (use after a sync point)."""
         if self.buffer:
-            self._fail_extra(bytes(self.buffer), hint)
-        self._receive_some(time.monotonic() + window)
+            self._fail_extra(bytes(self.buffer), cause)
+        self.receive_some(time.monotonic() + window)
         if self.closed_by_server:
-            self._fail(f"{self.name} expected the connection to stay open, "
+            self.fail(f"{self.name} expected the connection to stay open, "
                        f"but the server closed it.", "Did the server crash in this client's thread?")
         if self.buffer:
             # Give the rest of the unexpected data a moment, to show it whole.
-            self._receive_some(time.monotonic() + 0.05)
-            self._fail_extra(bytes(self.buffer), hint)
+            self.receive_some(time.monotonic() + 0.05)
+            self._fail_extra(bytes(self.buffer), cause)
         self.story.add(self.name, f"received nothing more (waited {window} s)")
 
-    def expect_closed(self, timeout=DEFAULT_WAIT, hint=None):
+    def expect_closed(self, timeout=DEFAULT_WAIT, cause=None):
         """The server must close this connection (any unread lines are ignored)."""
         deadline = time.monotonic() + timeout
         while not self.closed_by_server:
             self.buffer.clear()
-            if not self._receive_some(deadline) and not self.closed_by_server:
-                self._fail(f"{self.name} expected the server to close the connection within {timeout} s,\n"
-                           f"but it stayed open.", hint)
+            if not self.receive_some(deadline) and not self.closed_by_server:
+                self.fail(f"{self.name} expected the server to close the connection within {timeout} s,\n"
+                           f"but it stayed open.", cause)
         self.story.add(self.name, "saw the server close the connection")
 
     # ---- failure messages -------------------------------------------------
 
-    def _fail_missing(self, what, timeout, hint):
+    def fail_missing(self, what, timeout, cause):
         partial = bytes(self.buffer)
         if self.closed_by_server:
             head = f"{self.name} expected {what}, but the server closed the connection."
-            cause = hint or "The server closed this client's connection. Did it crash in that client's thread?"
+            cause = cause or "The server closed this client's connection. Did it crash in that client's thread?"
         elif partial:
             head = (f"{self.name} expected {what}.\n"
                     f"{self.name} received {show(partial)} but no newline after it within {timeout} s.")
-            cause = hint or "Every line must end with '\\n'; the receiver waits for it."
+            cause = cause or "Every line must end with '\\n'; the receiver waits for it."
         else:
             head = f"{self.name} expected {what}.\nNo response within {timeout} s."
-            cause = hint
-        self._fail(head, cause)
+        self.fail(head, cause)
 
-    def _fail_extra(self, data, hint):
-        self._fail(f"{self.name} expected nothing more, but received {show(data, 200)}",
-                   hint or "The server sent something it should not have: an extra line, or a line twice?")
+    def _fail_extra(self, data, cause):
+        self.fail(f"{self.name} expected nothing more, but received {show(data, 200)}",
+                   cause or "The server sent something it should not have: an extra line, or a line twice?")
 
-    def _fail(self, head, cause=None):
+    def fail(self, head, cause=None):
         server = self.server
         if server is not None:
             server.settle(0.3 if self.closed_by_server else 0.0)

@@ -127,7 +127,7 @@ class Observer(threading.Thread):
                 if remaining <= 0 or self.ended:
                     return False
                 self.changed.wait(min(remaining, 0.1))
-            self.client._check_server()
+            self.client.check_server()
 
     def finish(self):
         self.stop.set()
@@ -216,7 +216,7 @@ def wait_until_talker_is_blocked(watch, stuck):
     protocol) until one of them no longer sets talker's lines moving.
     """
     if not watch.wait_until(lambda: watch.talker_lines > 0, DEFAULT_WAIT):
-        watch.client._fail_missing(f"talker's lines (talker sends {FLOOD_LINES}); none arrived", DEFAULT_WAIT,
+        watch.client.fail_missing(f"talker's lines (talker sends {FLOOD_LINES}); none arrived", DEFAULT_WAIT,
                                    "Are messages forwarded to the others as NAME: TEXT?")
     stalled = wait_for_stall(watch)
     nudges = 0
@@ -273,4 +273,4 @@ def report_frozen(observer, watch, wanted, stuck_sent):
     if not stuck_sent:
         head.append("stuck could not even send: the server closed its connection, "
                     "and talker's lines stopped reaching observer all the same.")
-    observer._fail("\n".join(head), FROZEN)
+    observer.fail("\n".join(head), FROZEN)

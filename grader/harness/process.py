@@ -71,9 +71,17 @@ def grading_user():
     return int(uid), int(gid or uid)
 
 
+class ProgramError(Exception):
+    """A program under test could not be run as the protocol says (missing, silent, crashed).
+
+    Its message is written for students. The runner is not tied to pytest: the tools
+    (tools/load.py) catch this error themselves, and the course's pytest plugin reports
+    it as a plain failure with that message and no traceback.
+    """
+
+
 def fail(message):
-    """Fail the current test with a message written for students (no traceback)."""
-    pytest.fail(message, pytrace=False)
+    raise ProgramError(message)
 
 
 def tail(text, lines=25):
@@ -325,7 +333,7 @@ class Server(Program):
             if self.exited():
                 fail(f"The server exited before it printed 'Server started on HOST:PORT'.\n"
                      f"{self.report()}\n{not_done_hint(self.stderr)}")
-            fail(f"The server printed no line within {START_DEADLINE:.0f} s; the contract wants "
+            fail(f"The server printed no line within {START_DEADLINE:.0f} s; docs/PROTOCOL.md wants "
                  f"'Server started on HOST:PORT' as its first line, flushed at once.\n"
                  f"  Hint: print(..., flush=True) - output to a pipe is buffered otherwise.\n"
                  f"{self.report()}")
@@ -341,7 +349,7 @@ class Server(Program):
 
     def assert_no_traceback(self, what="the test"):
         if self.has_traceback():
-            fail(f"The server printed a traceback during {what}; the contract says it never does,\n"
+            fail(f"The server printed a traceback during {what}; docs/PROTOCOL.md says it never does,\n"
                  f"whatever clients do. Catch the error where it happens, and clean up that client.\n"
                  f"  Its standard error:\n{tail(self.stderr, 40)}")
 

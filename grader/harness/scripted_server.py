@@ -18,7 +18,8 @@ import time
 from pathlib import Path
 
 from .client import DEFAULT_WAIT, Story, show
-from .process import START_DEADLINE, Program, fail, tail
+from .client import fail
+from .process import START_DEADLINE, Program, tail
 
 PROMPT = "Enter your username: "
 SERVER = "the scripted server"
@@ -336,7 +337,7 @@ class ClientSession:
             return "The lines arrived out of order: send them in the order they were typed."
         return None
 
-    def expect_printed(self, expected, timeout=3.0, hint=None):
+    def expect_printed(self, expected, timeout=3.0, cause=None):
         """These lines must appear on the client's standard output, whole and in this order."""
         client = self.client
         if client.wait_for(lambda: in_order(expected, client.printed_lines()), timeout):
@@ -346,7 +347,7 @@ class ClientSession:
         self.fail(f"The client should have printed these lines, each whole and on its own line, "
                   f"in this order: {show(expected, 300)}\n"
                   f"It printed (after the prompt) the lines: {show(printed, 400)}",
-                  hint or self._printing_cause(expected, printed))
+                  cause or self._printing_cause(expected, printed))
 
     def _printing_cause(self, expected, printed):
         stderr = self.client.stderr
