@@ -23,6 +23,8 @@ class Stage:
     slug: str
     title: str
     programs: tuple
+    points: float = 0.0      # what its graded tests are worth together
+    notebooks: tuple = ()    # paths from the course's top folder
 
     @property
     def number(self):
@@ -42,7 +44,8 @@ def load_stages(root=ROOT):
         for program in programs:
             if "/" in program or "\\" in program or not program.endswith(".py"):
                 raise ValueError(f"{path}: {slug}: program {program!r} must be a plain .py file name")
-        stages.append(Stage(slug, entry.get("title", ""), programs))
+        stages.append(Stage(slug, entry.get("title", ""), programs, float(entry.get("points", 0)),
+                            tuple(entry.get("notebooks", ()))))
     return stages
 
 
@@ -56,7 +59,7 @@ def stage_named(number_or_slug, root=ROOT):
     return None
 
 
-def test_file_number(path):
+def stage_number_of(path):
     """The stage number a test file's name gives ('04' for test_04_hidden.py), or None."""
     match = STAGE_TEST_FILE.match(Path(str(path)).name)
     return match.group(1) if match else None

@@ -25,7 +25,7 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-from grader.course import load_stages, test_file_number
+from grader.course import load_stages, stage_number_of
 
 ROOT = Path(__file__).resolve().parent.parent
 HERE = ROOT / "gradescope"
@@ -66,7 +66,7 @@ def contents(stages, hidden):
             files.append((tests / name, f"tests/{name}", False))
     numbers = {stage.number for stage in stages}
     for path in sorted(tests.glob("test_*.py")):
-        if test_file_number(path) in numbers:
+        if stage_number_of(path) in numbers:
             files.append((path, f"tests/{path.name}", False))
     for path in hidden:
         files.append((path, f"tests/{path.name}", False))
@@ -134,7 +134,7 @@ def chosen_stages(stages, wanted):
 
 def check_hidden(paths, graded):
     for path in paths:
-        number = test_file_number(path)
+        number = stage_number_of(path)
         if not path.is_file() or number is None:
             raise SystemExit(f"{path}: a hidden test file must exist and be named test_NN_something.py")
         if number not in {stage.number for stage in graded}:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from grader.course import stage_of_test_file, test_file_number
+from grader.course import stage_number_of, stage_of_test_file
 from grader.grading import ROOT, TESTS, course_stages, select_stages, stage_test_files
 
 
@@ -65,7 +65,7 @@ def hidden_files(paths, stages):
     chosen = []
     for path in paths:
         path = Path(path).expanduser()
-        number = test_file_number(path)
+        number = stage_number_of(path)
         if not path.is_file() or number is None:
             raise SystemExit(f"{path}: a hidden test file must exist and be named test_NN_something.py "
                              f"(NN: the stage it grades)")
