@@ -7,6 +7,8 @@ points in course.toml are what its graded tests are worth together.
 
 import contextlib
 import io
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -116,3 +118,12 @@ def test_the_manifest_reader_is_the_only_stage_rule():
     assert not offenders, "outside grader/course.py: " + "; ".join(offenders)
 
 
+
+
+@pytest.mark.parametrize("stage", [stage.number for stage in STAGES])
+def test_diff_tool_shows_what_is_new_in_each_stage(stage):
+    """python tools/diff.py NN (the READMEs' "what is new" command) works for every stage."""
+    result = subprocess.run([sys.executable, str(ROOT / "tools" / "diff.py"), stage],
+                            capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(("--- solutions/", "# stages/")), result.stdout[:500]
