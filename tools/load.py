@@ -4,7 +4,8 @@
                          --receivers 50 --senders 5 --lines 200
 
 For each stage named, it starts that stage's server.py (from --impl: stages, solutions or a
-folder laid out like stages/) as a subprocess on port 0, and always kills it afterwards.
+folder laid out like stages/) on port 0 through the graded tests' own runner
+(grader/harness/process.py), and always stops it and its children afterwards.
 Then R receivers and S senders join (receivers first, then senders). Each sender sends M
 numbered, timestamped lines as fast as it can; every member but the sender receives each
 one, so R*S*M + S*(S-1)*M lines are due. It prints, per stage:
@@ -26,13 +27,14 @@ than across machines. Standard library only.
 import argparse
 import os
 import selectors
-import signal
 import socket
 import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
+
+from grader.harness.process import ProgramError, Server
 
 ROOT = Path(__file__).resolve().parent.parent
 IMPLS = {"stages": ROOT / "stages", "solutions": ROOT / "solutions"}
@@ -53,40 +55,16 @@ def parse_args(argv=None):
 
 # ---- the server --------------------------------------------------------------
 
-class ServerProcess:
-    """A stage's server.py on a free port; stop() kills it and its children."""
-
-    def __init__(self, program, clients):
-        command = [sys.executable, str(program), "--host", "127.0.0.1", "--port", "0"]
-        if "--max-users" in subprocess.run([sys.executable, str(program), "--help"],
-                                           capture_output=True, text=True, timeout=30).stdout:
-            command += ["--max-users", str(clients + 10)]
-        options = {"start_new_session": True} if os.name == "posix" else {
-            "creationflags": subprocess.CREATE_NEW_PROCESS_GROUP}
-        self.proc = subprocess.Popen(command, cwd=str(program.parent), stdout=subprocess.PIPE,
-                                     stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL, **options)
-        first = []
-        reader = threading.Thread(target=lambda: first.append(self.proc.stdout.readline()), daemon=True)
-        reader.start()
-        reader.join(15)
-        line = first[0].decode(errors="replace").strip() if first else ""
-        if not line.startswith("Server started on "):
-            self.stop()
-            raise SystemExit(f"{program}: no 'Server started on HOST:PORT' line (got {line!r})")
-        self.port = int(line.rsplit(":", 1)[1])
-
-    def stop(self):
-        if self.proc.poll() is None:
-            try:
-                if os.name == "posix":
-                    os.killpg(self.proc.pid, signal.SIGKILL)
-                else:
-                    self.proc.kill()
-            except (ProcessLookupError, PermissionError):
-                pass
-        self.proc.wait(10)
-        if self.proc.stdout:
-            self.proc.stdout.close()
+def start_server(program, clients):
+    """The stage's server on a free port, through the same runner as the graded tests."""
+    args = []
+    if "--max-users" in subprocess.run([sys.executable, str(program), "--help"],
+                                       capture_output=True, text=True, timeout=30).stdout:
+        args = ["--max-users", str(clients + 10)]
+    try:
+        return Server(program, args)
+    except ProgramError as error:
+        raise SystemExit(f"{program}: {error}")
 
 
 # ---- the clients ---------------------------------------------------------------
@@ -195,7 +173,7 @@ def send_lines(sock, lines, size, go, first_send):
 def measure(program, args):
     """One run against one server: a dict of the figures."""
     clients = args.receivers + args.senders
-    server = ServerProcess(program, clients)
+    server = start_server(program, clients)
     socks = []
     stop = threading.Event()
     threads = []
