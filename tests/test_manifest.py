@@ -5,8 +5,6 @@ a variant or a notebook that course.toml does not know is an error here, and eac
 points in course.toml are what its graded tests are worth together.
 """
 
-import contextlib
-import io
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from grader.course import STAGE_TEST_FILE, load_stages, stage_number_of
+from grader.points import collect_points, points_by_stage
 from grader.variants import load_variants
 
 pytestmark = pytest.mark.selfcheck
@@ -73,30 +72,11 @@ def test_every_notebook_is_listed_and_exists():
         assert stage.notebooks, f"stage {stage.slug} names no notebook in course.toml"
 
 
-class PointsByFile:
-    """A pytest plugin that sums the points markers of the collected tests per stage."""
-
-    def __init__(self):
-        self.by_stage = {}
-
-    def pytest_collection_modifyitems(self, items):
-        for item in items:
-            marker = item.get_closest_marker("points")
-            number = stage_number_of(item.path)
-            if marker and number:
-                self.by_stage[number] = self.by_stage.get(number, 0.0) + float(marker.args[0])
-
-
 def test_stage_points_are_what_its_tests_are_worth():
-    collector = PointsByFile()
-    files = [str(path) for path in sorted((ROOT / "tests").glob("test_*.py")) if stage_number_of(path)]
-    with contextlib.redirect_stdout(io.StringIO()) as log:
-        status = pytest.main(["--collect-only", "-q", "-p", "no:cacheprovider", "--impl=solutions",
-                              "--rootdir", str(ROOT), "-c", str(ROOT / "pytest.ini"), *files],
-                             plugins=[collector])
-    assert status == 0, f"collecting the graded tests failed:\n{log.getvalue()[-3000:]}"
-    wrong = {stage.slug: (stage.points, collector.by_stage.get(stage.number, 0.0))
-             for stage in STAGES if stage.points != collector.by_stage.get(stage.number, 0.0)}
+    files = [path for path in sorted((ROOT / "tests").glob("test_*.py")) if stage_number_of(path)]
+    collected = points_by_stage(collect_points(files, ROOT))
+    wrong = {stage.slug: (stage.points, collected.get(stage.slug, 0.0))
+             for stage in STAGES if stage.points != collected.get(stage.slug, 0.0)}
     assert not wrong, ("course.toml's points differ from what the tests are worth "
                        "(stage: (course.toml, tests)): " + repr(wrong)
                        + "\nUpdate course.toml (and the README's points table) when tests change.")

@@ -13,51 +13,22 @@ docs/INSTRUCTORS.md.
 """
 
 import argparse
-import contextlib
-import io
 import sys
 from pathlib import Path
 
-import pytest
-
-from grader.course import stage_number_of, stage_of_test_file
+from grader.course import stage_number_of
 from grader.grading import ROOT, TESTS, course_stages, select_stages, stage_test_files
-
-
-
-class Collector:
-    """A pytest plugin that keeps the graded tests it sees being collected."""
-
-    def __init__(self, hidden=()):
-        self.rows = []
-        self.hidden = {Path(path).resolve() for path in hidden}
-
-    def pytest_collection_modifyitems(self, items):
-        for item in items:
-            points = item.get_closest_marker("points")
-            if not points:
-                continue
-            function = getattr(item, "function", None)
-            doc = (getattr(function, "__doc__", None) or "").strip().splitlines()
-            stage = stage_of_file(item.path.name)
-            self.rows.append((stage, item.path.name, item.name, float(points.args[0]),
-                              doc[0].strip() if doc else "", Path(item.path).resolve() in self.hidden))
-
-
-def stage_of_file(filename):
-    return stage_of_test_file(filename) or "?"
+from grader.points import CollectionFailed, collect_points
 
 
 def collect(files, hidden=()):
-    collector = Collector(hidden)
-    args = ["--collect-only", "-q", "-p", "no:cacheprovider", "--impl=solutions",
-            "--rootdir", str(ROOT), "-c", str(ROOT / "pytest.ini"), *map(str, files), *map(str, hidden)]
-    with contextlib.redirect_stdout(io.StringIO()):
-        status = pytest.main(args, plugins=[collector])
-    if status not in (0, 5):
-        raise SystemExit(f"collecting the tests failed (pytest exit status {status}); "
-                         f"run: python -m pytest --collect-only {' '.join(map(str, [*files, *hidden]))}")
-    return collector.rows
+    """(stage, file, test, points, description, hidden?) rows of the graded tests."""
+    hidden = {Path(path).resolve() for path in hidden}
+    try:
+        tests = collect_points([*files, *hidden], ROOT)
+    except CollectionFailed as error:
+        raise SystemExit(f"collecting the tests failed ({error})")
+    return [(t.stage, t.file, t.test, t.points, t.description, t.path in hidden) for t in tests]
 
 
 def hidden_files(paths, stages):
