@@ -5,7 +5,6 @@ bad input (invalid UTF-8, control characters), slow readers, Ctrl+C, 200 users,
 and the join/leave churn of stage 06, which must still hold.
 """
 
-import select
 import socket
 import sys
 import threading
@@ -14,12 +13,10 @@ from pathlib import Path
 
 import pytest
 
+from grader.harness.background import BackgroundReader
 from grader.harness.chat import check_join_rule, connect_named, join, join_all, join_pair
-from grader.harness.churn import run_churn
+from grader.harness.churn import check_every_message_exactly_once, run_churn
 from grader.harness.client import DEFAULT_WAIT, fail
-# Stage 06's churn test, run as it is against this stage's server (imported under a
-# name that pytest does not collect, so it is not run twice).
-from test_06_races import test_churn_every_message_exactly_once as churn_test_of_stage_06
 
 # How long a student's server may stall the others before it gives up on a
 # client that stopped reading (the README asks for "a few seconds", at most 5).
@@ -53,73 +50,36 @@ def peak_memory_kb(server):
     pytest.skip("this system's /proc shows no VmHWM")
 
 
-class Drain(threading.Thread):
-    """Reads a test client's socket in the background, counting its lines cheaply.
+class Drain(BackgroundReader):
+    """Reads a test client's socket in the background, counting numbered chat lines per sender.
 
-    For big transfers: lines are split in bulk, never one Python string per
-    recv(). `pause` makes it a slow (but steady) reader.
+    `pause` makes it a slow (but steady) reader.
     """
 
     def __init__(self, client, chunk=65536, pause=0.0):
-        super().__init__(daemon=True)
-        self.client = client
-        self.chunk = chunk
-        self.pause = pause
-        self.counts = {}        # line prefix (text before the first ' ') -> lines seen
+        super().__init__(client, chunk=chunk, pause=pause)
+        self.counts = {}        # sender -> lines seen
         self.disorder = []      # lines that arrived out of their sender's order
         self.others = []        # lines that are not numbered chat lines
-        self.received = 0       # bytes
         self.stalled_for = 0.0  # seconds without a byte, when wait_for() gave up
-        self.closed = False
-        self.error = None
-        self.stop = threading.Event()
-        self.changed = threading.Condition()
-        self._rest = b""
 
-    def run(self):
-        sock = self.client.sock
-        try:
-            while not self.stop.is_set():
-                # select(), not a socket timeout: another thread may be sending on this
-                # socket, and a timeout would apply to its sendall() too.
-                readable, _, _ = select.select([sock], [], [], 0.1)
-                if not readable:
-                    continue
-                try:
-                    data = sock.recv(self.chunk)
-                except (ConnectionResetError, ConnectionAbortedError):
-                    data = b""
-                if not data:
-                    self.closed = True
-                    break
-                self.received += len(data)
-                self._count(data)
-                if self.pause:
-                    time.sleep(self.pause)
-        except OSError as error:
-            self.error = error
-        finally:
-            with self.changed:
-                self.closed = self.closed or self.error is not None
-                self.changed.notify_all()
+    @property
+    def closed(self):
+        return self.closed_by_server or self.error is not None
 
-    def _count(self, data):
-        lines = (self._rest + data).split(b"\n")
-        self._rest = lines.pop()
-        with self.changed:
-            for line in lines:
-                head = line[:24].split(b" ", 2)
-                if len(head) >= 2 and head[0].endswith(b":") and head[1].isdigit():
-                    sender = head[0][:-1].decode()
-                    number = int(head[1])
-                    seen = self.counts.get(sender, 0)
-                    if number != seen and len(self.disorder) < 5:
-                        self.disorder.append(f"from {sender}: line number {number} arrived "
-                                             f"where number {seen} was due")
-                    self.counts[sender] = seen + 1
-                elif len(self.others) < 50:
-                    self.others.append(line[:80].decode("utf-8", "replace"))
-            self.changed.notify_all()
+    def count(self, lines):
+        for line in lines:
+            head = line[:24].split(b" ", 2)
+            if len(head) >= 2 and head[0].endswith(b":") and head[1].isdigit():
+                sender = head[0][:-1].decode()
+                number = int(head[1])
+                seen = self.counts.get(sender, 0)
+                if number != seen and len(self.disorder) < 5:
+                    self.disorder.append(f"from {sender}: line number {number} arrived "
+                                         f"where number {seen} was due")
+                self.counts[sender] = seen + 1
+            elif len(self.others) < 50:
+                self.others.append(line[:80].decode("utf-8", "replace"))
 
     def wait_for(self, senders, lines_each, stall, timeout=BURST_DEADLINE):
         """True once `lines_each` lines from every sender arrived.
@@ -143,10 +103,6 @@ class Drain(threading.Thread):
                 if now >= deadline or self.closed or self.stalled_for >= stall:
                     return False
                 self.changed.wait(0.1)
-
-    def finish(self):
-        self.stop.set()
-        self.join(2)
 
     def summary(self, senders, lines_each):
         got = ", ".join(f"{self.counts.get(s, 0)} of {lines_each} from {s}" for s in senders)
@@ -497,7 +453,7 @@ def test_stuck_reader_does_not_stall_others(server, connect):
         elapsed = time.monotonic() - started
     finally:
         for drain in drains:
-            drain.finish()
+            drain.stop()
     if not arrived or errors:
         fast.fail("\n".join([drains[0].summary(names, lines_each)] + errors),
                    stuck_reader_cause(drains))
@@ -527,7 +483,7 @@ def test_slow_reader_in_a_burst_is_not_dropped(server, connect):
         arrived = drains[0].wait_for(names, lines_each, stall=STUCK_GRACE + 3)
     finally:
         for drain in drains:
-            drain.finish()
+            drain.stop()
     if not arrived or errors or drains[0].disorder:
         slow.fail(f"{drains[0].summary(names, lines_each)}\n" + "\n".join(errors + drains[0].disorder),
                    "slow reads all the time, just slower than the burst comes. Dropping a client the\n"
@@ -597,6 +553,5 @@ def test_churn_of_stage_06_still_handled(start_server, connect):
 @pytest.mark.points(3)
 def test_churn_test_of_stage_06_passes(start_server, connect, story):
     """Stage 06's own churn test, run against this server (with --max-users 100)."""
-    def start_with_room_for_all(*args, **kwargs):
-        return start_server("--max-users", "100", *args, **kwargs)
-    churn_test_of_stage_06(start_with_room_for_all, connect, story)
+    server = start_server("--max-users", "100", noise=True)
+    check_every_message_exactly_once(server, connect, story)

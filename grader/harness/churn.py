@@ -20,6 +20,7 @@ probe line tells lines the server never sent from a server that stopped deliveri
 """
 
 import collections
+import random
 import socket
 import struct
 import threading
@@ -27,7 +28,7 @@ import time
 
 import pytest
 
-from .chat import exited, join_all, joined, said
+from .chat import RawClient, Threads, exited, join, join_all, joined, said
 from .client import fail, show
 
 SYNC_MARK = "(sync "    # the test's own sync and probe lines start with this
@@ -330,3 +331,129 @@ def _check_listener(log, speaker, deadline, timeout):
     listener.fail(f"Under join/leave churn, {listener.name} did not get every message and leave line "
                    f"exactly once.\n{heard}.\n  - " + "\n  - ".join(text for _, text in problems[:8]),
                    cause_for({kind for kind, _ in problems}))
+
+
+# ---- stage 06's churn test, also run against stage 08 ------------------------------
+
+# Under noise a correct server can pause for over a second; wait for everything
+# expected with one generous deadline, never for a quiet gap.
+RACE_DEADLINE = 20.0
+SENDERS = ["s1", "s2", "s3"]      # stable clients that send and receive throughout
+RECEIVERS = ["r1", "r2", "r3"]    # stable clients that only receive
+MESSAGES_EACH = 40
+EARLY = [f"early{i:02}" for i in range(16)]  # joined before the stable clients; leave during the flood
+CHURNERS = 3                       # threads that join and leave again and again
+LEAVE_WAYS = ["exit", "close", "reset"]
+
+
+def numbered(sender, i):
+    return f"message {i:03d} from {sender}"
+
+
+def room_sync_sender(listener, stable, dropped):
+    """A stable client, other than the listener, that can still send the sync line."""
+    return next(client for client in stable if client is not listener and client.name not in dropped)
+
+
+def check_every_message_exactly_once(server, connect, story):
+    """While senders talk, others join, /exit, close and reset: every message arrives exactly once.
+
+    Early clients join first, so they sit before the stable clients in the server's list.
+    """
+    # The early clients join first, so they sit before the stable clients in the
+    # server's list: removing them shifts the stable clients under a loop over it.
+    first = join(connect, EARLY[0])
+    early = [first] + [join(connect, name, room=[first]) for name in EARLY[1:]]
+    story.add("the test", f"joined {len(EARLY)} early clients, who will leave during the flood")
+    stable = []
+    for name in RECEIVERS + SENDERS:
+        stable.append(join(connect, name, room=[first] + stable))
+    # Everyone before has seen each stable client join: all are in the server's list now.
+    rng = random.Random()
+
+    dropped = {}  # sender -> (message number, error) when the server cut it off
+
+    def send_flood(client):
+        for i in range(MESSAGES_EACH):
+            try:
+                client.sock.sendall((numbered(client.name, i) + "\n").encode())
+            except OSError as error:
+                dropped[client.name] = (i, error)
+                return
+            time.sleep(0.004)
+
+    def early_leave():
+        ways = [LEAVE_WAYS[i % 3] for i in range(len(early))]
+        for client, how in zip(early, ways):
+            time.sleep(rng.uniform(0.005, 0.02))
+            raw = RawClient.wrap(client.sock, client.name)
+            client.sock = None  # the test's clean-up must not close it again
+            raw.leave(how)
+            story.add(client.name, {"exit": "sent '/exit' and closed", "close": "closed the connection",
+                                    "reset": "reset the connection"}[how])
+
+    def churn(number):
+        for round_ in range(5):
+            name = f"churner{number}x{round_}"
+            try:
+                raw = RawClient(server.address, name)
+            except OSError:
+                continue  # the server is not accepting: assert_running() reports that
+            time.sleep(rng.uniform(0, 0.02))
+            try:
+                if rng.random() < 0.5:
+                    raw.send_line(f"chatter from {name}")
+            except OSError:
+                pass  # a churner cut off early is not what this test checks
+            raw.leave(LEAVE_WAYS[(number + round_) % 3])
+
+    threads = Threads()
+    for client in stable[len(RECEIVERS):]:
+        threads.start(send_flood, client)
+    threads.start(early_leave)
+    for number in range(CHURNERS):
+        threads.start(churn, number)
+    story.add("the test", f"{', '.join(SENDERS)} each sent {MESSAGES_EACH} numbered messages while the early "
+                          f"clients left (/exit, close, reset) and {CHURNERS} threads joined and left "
+                          f"5 clients each")
+    threads.join(RACE_DEADLINE)
+
+    deadline = time.monotonic() + RACE_DEADLINE
+    report, kinds = [], set()
+    for name, (number, error) in dropped.items():
+        report.append(f"{name}: the server cut off this innocent sender ({error}) when it sent message "
+                      f"{number}; an error in broadcast() escaped into the sender's own thread?")
+        kinds.add("innocent_left")
+    expected = {sender: [numbered(sender, i) for i in range(MESSAGES_EACH)] for sender in SENDERS}
+    probe_until = None  # one probe window for all: a stalled server costs PROBE_WAIT once
+    for client in stable:
+        # Read until every message and every leave line due has come (a leave may come
+        # after the last message: they are concurrent), then until a sync line: no more.
+        log = RoomLog(client, expected, must_leave=EARLY, ignore=dropped)
+        sync_sender = room_sync_sender(client, stable, dropped)
+        settled = read_until_settled(log, sync_sender, deadline)
+        if not settled:
+            probe_until = probe_until or time.monotonic() + PROBE_WAIT
+        problems = log.problems(probe_arrived=settled or probe(
+            log, sync_sender, max(1.0, probe_until - time.monotonic())))
+        if not settled and not problems:
+            problems = [("stalled", f"the sync line from {sync_sender.name} never came")]
+        if client.closed_by_server:
+            problems.insert(0, ("innocent_left", f"the server closed {client.name}'s connection, "
+                                                 f"but {client.name} never left"))
+        if not settled:
+            problems.append(("deadline", f"at the {RACE_DEADLINE:.0f} s deadline it still waited for "
+                                     f"{show(log.due()[:4], 240)}"))
+        kinds.update(kind for kind, _ in problems)
+        report += [f"{client.name}: {text}" for _, text in problems]
+    server.assert_running("the churn")
+    tracebacks = server.stderr.count("Traceback (most recent call last)")
+    if report and tracebacks:
+        report.insert(0, f"the server printed {tracebacks} tracebacks (the last ones are below)")
+    if not report:
+        server.assert_no_traceback("the churn")
+    else:
+        fail("Under join/leave churn, the stable clients did not get every message and leave line exactly "
+             "once:\n  - " + "\n  - ".join(report[:12])
+             + f"\n\nLikely cause: {cause_for(kinds)}\n\nWhat the test did:\n{story.render()}\n\n"
+               f"{server.report()}")

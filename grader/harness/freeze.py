@@ -25,11 +25,11 @@ A correct thread-per-client server may send to stuck before the observer, and
 the order of the room is not specified.
 """
 
-import select
 import socket
 import threading
 import time
 
+from .background import BackgroundReader
 from .chat import join, join_pair, said
 from .client import DEFAULT_WAIT
 
@@ -56,82 +56,27 @@ FROZEN = ("The room froze while one client stopped reading: is a lock held while
           "  it holds the lock (a generator)? Copy the list under the lock, release it, then send.")
 
 
-class Observer(threading.Thread):
+class Observer(BackgroundReader):
     """Reads one client's socket all the time, counting talker's lines cheaply."""
 
     def __init__(self, client, talker_name, wanted_line):
-        super().__init__(daemon=True)
-        self.client = client
+        super().__init__(client, chunk=262144)
         self.talker_prefix = f"{talker_name}: ".encode("utf-8")
         self.wanted = wanted_line.encode("utf-8")
         self.talker_lines = 0
         self.other_lines = []       # lines that are neither talker's nor the wanted one (first few)
         self.got_wanted = False
-        self.closed_by_server = False
-        self.ended = False          # the reading thread has ended (closed, or stopped by the test)
         self.last_growth = time.monotonic()
-        self.changed = threading.Condition()
-        self.stop = threading.Event()
-        # Whatever the client object already received but did not return as a line.
-        self._rest = bytes(client.buffer)
-        client.buffer.clear()
 
-    def run(self):
-        sock = self.client.sock
-        try:
-            while not self.stop.is_set():
-                # select(), not a socket timeout: the socket stays blocking for anyone else.
-                readable, _, _ = select.select([sock], [], [], 0.1)
-                if not readable:
-                    continue
-                try:
-                    data = sock.recv(262144)
-                except (ConnectionResetError, ConnectionAbortedError):
-                    data = b""
-                if not data:
-                    self.closed_by_server = True
-                    break
-                self._count(data)
-        except OSError:
-            pass  # the socket was closed under us at the end of the test
-        finally:
-            with self.changed:
-                self.ended = True
-                self.changed.notify_all()
-
-    def _count(self, data):
-        lines = (self._rest + data).split(b"\n")
-        self._rest = lines.pop()
-        with self.changed:
-            for line in lines:
-                if line.startswith(self.talker_prefix):
-                    self.talker_lines += 1
-                    self.last_growth = time.monotonic()
-                elif line.rstrip(b"\r") == self.wanted:
-                    self.got_wanted = True
-                elif len(self.other_lines) < 5:
-                    self.other_lines.append(line[:80].decode("utf-8", "replace"))
-            self.changed.notify_all()
-
-    def wait_until(self, condition, timeout):
-        """Wait until condition() (called under the lock), the deadline, or the connection closed.
-
-        A server that crashed, or raised NotImplementedError, fails the test at once.
-        """
-        deadline = time.monotonic() + timeout
-        while True:
-            with self.changed:
-                if condition():
-                    return True
-                remaining = deadline - time.monotonic()
-                if remaining <= 0 or self.ended:
-                    return False
-                self.changed.wait(min(remaining, 0.1))
-            self.client.check_server()
-
-    def finish(self):
-        self.stop.set()
-        self.join(2)
+    def count(self, lines):
+        for line in lines:
+            if line.startswith(self.talker_prefix):
+                self.talker_lines += 1
+                self.last_growth = time.monotonic()
+            elif line.rstrip(b"\r") == self.wanted:
+                self.got_wanted = True
+            elif len(self.other_lines) < 5:
+                self.other_lines.append(line[:80].decode("utf-8", "replace"))
 
 
 class Flood(threading.Thread):
@@ -197,7 +142,7 @@ def check_room_survives_a_stuck_reader(connect):
             arrived = watch.wait_until(lambda: watch.talker_lines == FLOOD_LINES, STUCK_LINE_DEADLINE)
     finally:
         flood.stop()
-        watch.finish()
+        watch.stop()
     if not arrived:
         report_frozen(observer, watch, wanted, stuck_sent)
     story.add("observer", f"received the line {wanted!r}" if stuck_sent else "received all of talker's lines")
