@@ -107,3 +107,13 @@ def test_diff_tool_shows_what_is_new_in_each_stage(stage):
                             capture_output=True, text=True, timeout=60, cwd=ROOT)
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith(("--- solutions/", "# stages/")), result.stdout[:500]
+
+
+def test_every_module_of_the_grader_and_every_tool_is_described():
+    """docs/ARCHITECTURE.md names every module of grader/ and every tool, so the picture stays true."""
+    text = (ROOT / "docs" / "ARCHITECTURE.md").read_text(encoding="utf-8")
+    modules = [path for path in sorted((ROOT / "grader").rglob("*.py")) if path.name != "__init__.py"]
+    missing = [path.relative_to(ROOT).as_posix() for path in modules
+               if path.relative_to(ROOT).as_posix() not in text]
+    missing += [f"tools/{path.stem}" for path in sorted((ROOT / "tools").glob("*.py")) if path.stem not in text]
+    assert not missing, f"docs/ARCHITECTURE.md does not describe: {missing}"
