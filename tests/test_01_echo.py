@@ -1,11 +1,22 @@
-"""Stage 01_echo: an echo server, one client at a time (CONTRACT section 3)."""
+"""Stage 01_echo: an echo server, one client at a time (docs/PROTOCOL.md)."""
 
 import random
 import threading
+import sys
+import time
 
 import pytest
 
+from grader.harness.client import fail
+
 ONE_MB = 1024 * 1024
+if sys.platform == "win32":
+    CTRL_C_CAUSE = ("accept() waits without a timeout. On Windows, Ctrl+C does not interrupt a\n"
+                    "  blocked accept() (CPython issue #85609): give the listening socket a timeout\n"
+                    "  (settimeout) so that accept() returns now and then and Ctrl+C is seen.")
+else:
+    CTRL_C_CAUSE = ("Ctrl+C raises KeyboardInterrupt in the main thread, wherever it waits. Is it\n"
+                    "  swallowed (a bare `except:`, or `except BaseException`) and the loop goes on?")
 
 
 def send_in_background(client, data):
@@ -85,3 +96,16 @@ def test_survives_a_client_that_resets(server, connect):
     bob.expect_bytes(b"still there?\n", timeout=3, cause=(
         "A reset connection makes recv() or send() raise ConnectionResetError. Catch it, close "
         "that connection and serve the next client."))
+
+
+@pytest.mark.points(1)
+def test_ctrl_c_stops_the_waiting_server(server, story):
+    """Ctrl+C (SIGINT) stops the server within 1 s while it waits for a client."""
+    # Past one accept timeout (0.5 s in the starter), the server is surely waiting in accept().
+    time.sleep(0.6)
+    server.interrupt()
+    story.add("the test", "pressed Ctrl+C (sent SIGINT to the server) while no client was connected")
+    if server.wait_exit(1.0) is None:
+        fail(f"The server was still running 1 s after Ctrl+C (SIGINT), while it waited for a client.\n"
+             f"Likely cause: {CTRL_C_CAUSE}\nWhat the test did:\n{story.render()}\n\n{server.report()}")
+    server.assert_no_traceback("Ctrl+C")
