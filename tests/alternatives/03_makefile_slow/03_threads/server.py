@@ -16,16 +16,17 @@ SHORTEST_THINK, LONGEST_THINK = 0.03, 0.08  # seconds spent "working" on each li
 
 def parse_args():
     parser = argparse.ArgumentParser(description="Slow threaded line server: replies in upper case.")
-    parser.add_argument("--host", default="localhost", help="address to listen on (default: localhost)")
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
     parser.add_argument("--port", type=int, default=9801, help="port to listen on; 0 picks a free one")
     return parser.parse_args()
 
 
 def listen_on(host, port):
-    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    listener.bind((host, port))
-    listener.listen()
+    # create_server(): SO_REUSEADDR on POSIX only (on Windows it would let a second server
+    # bind this port). The timeout makes accept() return twice a second, so that Ctrl+C is
+    # seen on Windows too, where it does not interrupt a blocked accept() (cpython #85609).
+    listener = socket.create_server((host, port))
+    listener.settimeout(0.5)
     return listener
 
 
@@ -63,7 +64,10 @@ def main():
     print(f"Server started on {host}:{port}", flush=True)
     try:
         while True:
-            sock, _address = listener.accept()
+            try:
+                sock, _address = listener.accept()
+            except (TimeoutError, ConnectionError):
+                continue  # nobody came within the timeout, or a client gave up before we took it
             threading.Thread(target=talk_to, args=(sock,), daemon=True).start()
     except KeyboardInterrupt:
         pass

@@ -11,19 +11,20 @@ import socket
 
 CHUNK = 4096
 
+# select() returns at least this often: on Windows Ctrl+C does not interrupt a
+# blocked select() (cpython #85609), and is seen only when it returns.
+POLL_EVERY = 0.5  # seconds
+
 
 def parse_args():
     parser = argparse.ArgumentParser(description="Single-threaded line server: replies in upper case.")
-    parser.add_argument("--host", default="localhost", help="address to listen on (default: localhost)")
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
     parser.add_argument("--port", type=int, default=9801, help="port to listen on; 0 picks a free one")
     return parser.parse_args()
 
 
 def listen_on(host, port):
-    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    listener.bind((host, port))
-    listener.listen()
+    listener = socket.create_server((host, port))  # SO_REUSEADDR on POSIX only, not on Windows
     listener.setblocking(False)
     return listener
 
@@ -51,7 +52,7 @@ class UpperCaseServer:
 
     def run(self):
         while True:
-            for key, events in self.selector.select():
+            for key, events in self.selector.select(POLL_EVERY):
                 if key.data is None:
                     self.accept()
                     continue

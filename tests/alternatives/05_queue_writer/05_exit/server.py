@@ -22,16 +22,17 @@ CLOSE_OUTBOX = None  # put in an outbox: the writer thread stops
 
 def parse_args():
     parser = argparse.ArgumentParser(description="Chat server with /exit: a reader and a writer thread per client.")
-    parser.add_argument("--host", default="localhost", help="address to listen on (default: localhost)")
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
     parser.add_argument("--port", type=int, default=9801, help="port to listen on; 0 picks a free one")
     return parser.parse_args()
 
 
 def listen_on(host, port):
-    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    listener.bind((host, port))
-    listener.listen()
+    # create_server(): SO_REUSEADDR on POSIX only (on Windows it would let a second server
+    # bind this port). The timeout makes accept() return twice a second, so that Ctrl+C is
+    # seen on Windows too, where it does not interrupt a blocked accept() (cpython #85609).
+    listener = socket.create_server((host, port))
+    listener.settimeout(0.5)
     return listener
 
 
@@ -117,8 +118,9 @@ class Room:
 
 
 def hang_up(sock):
-    """shutdown() sends the FIN at once and wakes a recv() or sendall() blocked in
-    another thread; close() alone would do neither."""
+    """shutdown() sends the FIN at once and, on Linux and macOS, wakes a recv() or
+    sendall() blocked in another thread (on Windows only close() wakes a recv(),
+    cpython #91913; a client's reset wakes it there too)."""
     try:
         sock.shutdown(socket.SHUT_RDWR)
     except OSError:
@@ -162,7 +164,10 @@ def main():
     room = Room()
     try:
         while True:
-            sock, _address = listener.accept()
+            try:
+                sock, _address = listener.accept()
+            except (TimeoutError, ConnectionError):
+                continue  # nobody came within the timeout, or a client gave up before we took it
             threading.Thread(target=serve, args=(sock, room), daemon=True).start()
     except KeyboardInterrupt:
         pass

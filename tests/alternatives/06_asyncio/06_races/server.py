@@ -19,7 +19,7 @@ LINE_LIMIT = 16 * 1024 * 1024
 
 def parse_args():
     parser = argparse.ArgumentParser(description="Multi-user chat server (asyncio).")
-    parser.add_argument("--host", default="localhost", help="address to listen on (default: localhost)")
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
     parser.add_argument("--port", type=int, default=9801, help="port to listen on; 0 picks a free one")
     return parser.parse_args()
 

@@ -23,16 +23,17 @@ STOP_WRITING = None  # posted last: the writer thread ends
 
 def parse_args():
     parser = argparse.ArgumentParser(description="Multi-user chat server: reader and writer threads per client.")
-    parser.add_argument("--host", default="localhost", help="address to listen on (default: localhost)")
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
     parser.add_argument("--port", type=int, default=9801, help="port to listen on; 0 picks a free one")
     return parser.parse_args()
 
 
 def listen_on(host, port):
-    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    listener.bind((host, port))
-    listener.listen()
+    # create_server(): SO_REUSEADDR on POSIX only (on Windows it would let a second server
+    # bind this port). The timeout makes accept() return twice a second, so that Ctrl+C is
+    # seen on Windows too, where it does not interrupt a blocked accept() (cpython #85609).
+    listener = socket.create_server((host, port))
+    listener.settimeout(0.5)
     return listener
 
 
@@ -166,7 +167,9 @@ def main():
         while True:
             try:
                 sock, _address = listener.accept()
-            except ConnectionAbortedError:
+            except TimeoutError:
+                continue  # nobody came within the listener's timeout
+            except ConnectionError:
                 continue  # the client gave up while waiting to be accepted
             threading.Thread(target=talk, args=(sock, room), daemon=True).start()
     except KeyboardInterrupt:

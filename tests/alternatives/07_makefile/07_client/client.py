@@ -1,13 +1,15 @@
 """Stage 07, another design: the chat client with a file-like socket and a wake-up signal.
 
-Run it:   python client.py [--host HOST] [--port PORT]   (defaults: localhost 9801)
+Run it:   python client.py [--host HOST] [--port PORT]   (defaults: 127.0.0.1 9801)
 
 - A receiving thread iterates over sock.makefile("rb"): the file object does the
   framing (each item is one line), and the iteration ends when the server closes.
 - The main thread reads standard input with sys.stdin.readline() and sends.
 - Leaving (/exit, end of input, Ctrl+C): send /exit, then shutdown() the socket.
-  That wakes the receiving thread; close() would not, and close() would not even
-  close the descriptor while the makefile() object still refers to it.
+  On Linux and macOS that wakes the receiving thread. On Windows only closing
+  the descriptor does (cpython #91913), and sock.close() would not close it
+  while the makefile() object still refers to it: there the descriptor is
+  detached from the socket and closed directly.
 - The server closing: the receiving thread says so, then wakes the main thread,
   blocked in readline(), with a signal (SIGUSR1) whose handler raises ServerClosed,
   so the program ends by returning from main(). Where there is no such signal
@@ -38,7 +40,7 @@ class ServerClosed(BaseException):
 
 def parse_args():
     parser = argparse.ArgumentParser(description="Chat client (makefile, and a signal to wake the main thread).")
-    parser.add_argument("--host", default="localhost", help="the server's address (default: localhost)")
+    parser.add_argument("--host", default="127.0.0.1", help="the server's address (default: 127.0.0.1)")
     parser.add_argument("--port", type=int, default=9801, help="the server's port (default: 9801)")
     return parser.parse_args()
 
@@ -143,10 +145,11 @@ class Session:
 
     def close(self):
         try:
-            # shutdown() wakes the receiving thread in recv(); close() alone would not.
-            self.sock.shutdown(socket.SHUT_RDWR)
+            self.sock.shutdown(socket.SHUT_RDWR)  # wakes the receiving thread (Linux, macOS)
         except OSError:
             pass  # already disconnected
+        if sys.platform == "win32":
+            socket.close(self.sock.detach())  # what wakes it on Windows: see the top
         self.receiver.join(1.0)
         self.incoming.close()
         self.sock.close()
@@ -162,6 +165,10 @@ def read_username():
 
 
 def main():
+    # A character the output's encoding lacks (a Windows pipe is cp1252) prints as '?'
+    # instead of raising in the receiving thread; undecodable input becomes U+FFFD.
+    sys.stdout.reconfigure(errors="replace")
+    sys.stdin.reconfigure(errors="replace")
     args = parse_args()
     username = read_username()
     if username is None:

@@ -1,6 +1,6 @@
 """Stage 07, another design: the chat client in one thread, with selectors.
 
-Run it:   python client.py [--host HOST] [--port PORT]   (defaults: localhost 9801)
+Run it:   python client.py [--host HOST] [--port PORT]   (defaults: 127.0.0.1 9801)
 
 One loop waits, with a selector, on two things at once: standard input and
 the socket. Whichever is ready is read without blocking; nothing else runs,
@@ -31,14 +31,17 @@ PROMPT = "Enter your username: "
 
 def parse_args():
     parser = argparse.ArgumentParser(description="Chat client (one thread, selectors).")
-    parser.add_argument("--host", default="localhost", help="the server's address (default: localhost)")
+    parser.add_argument("--host", default="127.0.0.1", help="the server's address (default: 127.0.0.1)")
     parser.add_argument("--port", type=int, default=9801, help="the server's port (default: 9801)")
     return parser.parse_args()
 
 
 def show(text):
-    # flush=True: when the output is a pipe, print() would otherwise keep it in a buffer.
-    print(text, flush=True)
+    # Encoded here with errors="replace": the output's encoding may lack a character
+    # (ASCII under LC_ALL=C), and print() would raise. Flushed: a pipe keeps a buffer.
+    sys.stdout.flush()  # anything print() wrote earlier goes first
+    sys.stdout.buffer.write((text + "\n").encode(sys.stdout.encoding or ENCODING, "replace"))
+    sys.stdout.buffer.flush()
 
 
 class LineBuffer:

@@ -47,7 +47,7 @@ DONT_WAIT = 0
 
 def parse_args():
     parser = argparse.ArgumentParser(description="Multi-user chat server, a thread per client, hardened.")
-    parser.add_argument("--host", default="localhost", help="address to listen on (default: localhost)")
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
     parser.add_argument("--port", type=int, default=9801, help="port to listen on; 0 picks a free one")
     parser.add_argument("--max-users", type=int, default=10, help="most members at once (default: 10)")
     parser.add_argument("--max-line", type=int, default=4096, help="longest line in bytes (default: 4096)")

@@ -40,7 +40,7 @@ DELETE_CONTROLS = dict.fromkeys(code for code in CONTROL_CODES if code != ord("\
 
 def parse_args():
     parser = argparse.ArgumentParser(description="Chat server: socketserver, a writer thread per client.")
-    parser.add_argument("--host", default="localhost", help="address to listen on (default: localhost)")
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
     parser.add_argument("--port", type=int, default=9801, help="port to listen on; 0 picks a free one")
     parser.add_argument("--max-users", type=int, default=10, help="most members at once (default: 10)")
     parser.add_argument("--max-line", type=int, default=4096, help="longest line in bytes (default: 4096)")

@@ -36,6 +36,7 @@ MAX_NAME_LENGTH = 32
 HIGH_WATER = 256 * 1024  # bytes waiting for one client: past this, reading pauses
 LOW_WATER = 64 * 1024    # ...and resumes once every such buffer is back under this
 STUCK_AFTER = 3.0        # seconds without progress before a client that is behind is dropped
+POLL_EVERY = 0.5         # seconds: select() returns at least this often (Ctrl+C on Windows)
 LINE_TOO_LONG = object()  # what the line splitter yields for a line over the limit
 
 # Control characters (Unicode category Cc) except tab: one regular expression per line.
@@ -44,7 +45,7 @@ CONTROL_CHARACTERS = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f]")
 
 def parse_args():
     parser = argparse.ArgumentParser(description="Chat server: one thread, selectors, hardened.")
-    parser.add_argument("--host", default="localhost", help="address to listen on (default: localhost)")
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
     parser.add_argument("--port", type=int, default=9801, help="port to listen on; 0 picks a free one")
     parser.add_argument("--max-users", type=int, default=10, help="most members at once (default: 10)")
     parser.add_argument("--max-line", type=int, default=4096, help="longest line in bytes (default: 4096)")
@@ -145,11 +146,12 @@ class ChatServer:
             self.update_back_pressure()
 
     def seconds_to_next_deadline(self):
+        # At most POLL_EVERY: on Windows Ctrl+C does not interrupt a blocked select()
+        # (cpython #85609), and is seen only when it returns.
         deadlines = [c.handshake_deadline for c in self.connections.values() if c.name is None]
         deadlines += [c.last_progress + STUCK_AFTER for c in self.behind]
-        if not deadlines:
-            return None
-        return max(0.0, min(deadlines) - time.monotonic())
+        now = time.monotonic()
+        return max(0.0, min([now + POLL_EVERY, *deadlines]) - now)
 
     def enforce_deadlines(self):
         now = time.monotonic()
@@ -350,10 +352,7 @@ def decode(line):
 
 
 def create_listener(host, port):
-    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    listener.bind((host, port))
-    listener.listen(256)
+    listener = socket.create_server((host, port), backlog=256)  # SO_REUSEADDR on POSIX only
     listener.setblocking(False)
     return listener
 
