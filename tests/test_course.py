@@ -3,7 +3,9 @@
 - every stage folder is complete: instructions, starter, solution, tests;
 - every graded test carries points;
 - every starter fails its stage's tests (nothing is solved already);
-- every buggy variant in tests/variants/ fails each test aimed at it;
+- every buggy variant (tests/variants/NAME.toml: its solution with one bug put
+  back, built on demand by grader.variants) still applies to its solution, fails
+  each test aimed at it, and their failure text holds its failure_words;
 - every alternative correct solution in tests/alternatives/ passes its stage
   (but the tests its alternative.json lists as known failures);
 - slow mode (marker slow_mode): the solutions of the chat stages (04 on) and
@@ -15,7 +17,6 @@ added later is checked without editing this file.
 """
 
 import ast
-import difflib
 import json
 import os
 import subprocess
@@ -26,15 +27,17 @@ from pathlib import Path
 
 import pytest
 
+from grader import variants
+from grader.results import TestResult
+
 ROOT = Path(__file__).resolve().parent.parent
 TESTS = ROOT / "tests"
-VARIANTS = TESTS / "variants"
 ALTERNATIVES = TESTS / "alternatives"
 PROGRAMS = ("server.py", "client.py")
 RUN_DEADLINE = 300  # seconds for one inner pytest run; far above what any takes
-# A variant is its solution with one bug put back: a small diff. When a solution
-# changes and its variants are not brought along, their diffs grow past this.
-MOST_CHANGED_LINES = 40
+# A variant is its solution with one bug put back: a few changed lines (the most,
+# 06_no_lock, takes the lock out of three methods: 24).
+MOST_CHANGED_LINES = 30
 
 pytestmark = pytest.mark.selfcheck
 
@@ -48,8 +51,8 @@ def stage_test_files(stage):
     return sorted(TESTS.glob(f"test_{stage[:2]}_*.py"))
 
 
-def variant_folders():
-    return sorted(p.parent for p in VARIANTS.glob("*/variant.json"))
+def variant_names():
+    return variants.variant_names(ROOT)
 
 
 # ---- running the graded tests on something else, in a child pytest -----------
@@ -89,9 +92,8 @@ def status_of(report, test_name):
 
 
 def graded_test_name(test):
-    """The test function's name, from a results.json entry "STAGE: NAME[PARAM] - DESCRIPTION"."""
-    name = test["name"].split(": ", 1)[1].split(" - ", 1)[0]
-    return name.split("[", 1)[0]
+    """The test function's name (no parameters), which results.json carries as data."""
+    return TestResult.from_gradescope(test).function
 
 
 @pytest.fixture(scope="module")
@@ -107,18 +109,30 @@ def child_runs(request):
         for stage in stage_names():
             jobs[("starter", stage)] = pool.submit(
                 run_graded, stage_test_files(stage), ROOT / "stages", stop_at_first_failure=True)
-        for folder in variant_folders():
-            spec = read_variant(folder)
-            jobs[("variant", folder.name)] = pool.submit(
-                run_graded, stage_test_files(spec["stage"]), folder, select=spec["caught_by"])
+        for name in variant_names():
+            jobs[("variant", name)] = pool.submit(run_variant, name)
         submit_alternative_runs(pool, slow_pool, jobs, selected_tests(request))
         yield jobs
         for job in jobs.values():
             job.cancel()
 
 
-def read_variant(folder):
-    return json.loads((folder / "variant.json").read_text(encoding="utf-8"))
+def run_variant(name):
+    """Build the variant into a temporary folder and run the tests aimed at it there."""
+    variant = variants.load_variant(name, ROOT)
+    with tempfile.TemporaryDirectory(prefix=f"variant-{name}-") as folder:
+        variants.build(variant, folder, ROOT)
+        return run_graded(stage_test_files(variant.stage), folder, select=variant.caught_by)
+
+
+def load_variant_or_fail(name):
+    """The variant, checked to apply to its solution; a malformed or stale one fails the check."""
+    try:
+        variant = variants.load_variant(name, ROOT)
+        variants.patched_programs(variant, ROOT)
+    except variants.VariantError as error:
+        pytest.fail(str(error), pytrace=False)
+    return variant
 
 
 # ---- the checks -----------------------------------------------------------------
@@ -164,38 +178,44 @@ def test_starter_fails_its_stage(stage, child_runs):
         f"(If you solved this stage in your own copy, this check is for the course's maintainers.)")
 
 
-@pytest.mark.parametrize("variant", [f.name for f in variant_folders()])
+def test_variants_folder_holds_only_specs():
+    """tests/variants/ holds replace specs (NAME.toml) only: no full copy of a program creeps back."""
+    stray = sorted(path.name for path in (ROOT / variants.VARIANTS).iterdir()
+                   if path.suffix != variants.SUFFIX and path.name != "README.md")
+    assert not stray, (f"tests/variants/ should hold only NAME.toml replace specs, but has: {stray}. "
+                       f"A variant is a few [[replace]] entries against its solution (see grader/variants.py).")
+
+
+@pytest.mark.parametrize("variant", variant_names())
 def test_variant_is_its_solution_with_one_bug(variant):
-    """Each variant differs from its stage's solution by a few lines only."""
-    folder = VARIANTS / variant
-    stage = read_variant(folder)["stage"]
-    programs = [p for p in PROGRAMS if (folder / stage / p).is_file()]
-    assert programs, f"{folder / stage} has no server.py or client.py"
-    for program in programs:
-        solution = (ROOT / "solutions" / stage / program).read_text(encoding="utf-8").splitlines()
-        variant_lines = (folder / stage / program).read_text(encoding="utf-8").splitlines()
-        changed = [line for line in difflib.unified_diff(solution, variant_lines, lineterm="", n=0)
-                   if line[:1] in "+-" and line[:3] not in ("+++", "---")]
-        assert changed, f"{variant}/{stage}/{program} is the same as the solution: no bug put back"
-        assert len(changed) <= MOST_CHANGED_LINES, (
-            f"{variant}/{stage}/{program} differs from solutions/{stage}/{program} in {len(changed)} lines "
-            f"(at most {MOST_CHANGED_LINES}): has the solution changed without its variants?")
+    """Each variant's spec applies to its stage's solution and changes a few lines, with a comment at the bug."""
+    spec = load_variant_or_fail(variant)
+    changed = variants.changed_lines(spec, ROOT)
+    assert changed, f"{variant} changes nothing in solutions/{spec.stage}: no bug put back"
+    assert len(changed) <= MOST_CHANGED_LINES, (
+        f"{variant} changes {len(changed)} lines of solutions/{spec.stage} (at most {MOST_CHANGED_LINES}): "
+        f"one bug put back is a few lines.")
+    assert any("# BUG" in replacement.replace for replacement in spec.replacements), (
+        f"{variant}: no replace text carries a '# BUG: ...' comment saying what is wrong there")
 
 
-@pytest.mark.parametrize("variant", [f.name for f in variant_folders()])
+@pytest.mark.parametrize("variant", variant_names())
 def test_variant_is_caught(variant, child_runs):
-    """A buggy variant of a solution fails every test aimed at its bug."""
-    folder = VARIANTS / variant
-    spec = read_variant(folder)
-    assert (folder / spec["stage"]).is_dir(), f"{folder} has no {spec['stage']}/ folder"
-    assert spec["caught_by"], f"{variant}/variant.json lists no tests in caught_by"
+    """A buggy variant of a solution fails every test aimed at its bug, with the failure text it should have."""
+    spec = load_variant_or_fail(variant)
     report = child_runs[("variant", variant)].result()
-    missed = {name: status_of(report, name) for name in spec["caught_by"]}
+    missed = {name: status_of(report, name) for name in spec.caught_by}
     missed = {name: status for name, status in missed.items() if status != "failed"}
     assert not missed, (
-        f"Variant {variant} ({spec['bug']}) was not caught by: "
+        f"Variant {variant} ({spec.bug}) was not caught by: "
         + ", ".join(f"{name} ({status or 'did not run: no such test?'})" for name, status in missed.items())
         + f"\n{report['pytest_output']}")
+    # The golden check: the failure says what the bug is (words chosen from a real run of it).
+    text = variants.failure_text(spec, [TestResult.from_gradescope(test) for test in report["tests"]])
+    missing = variants.missing_failure_words(spec, text)
+    assert not missing, (
+        f"Variant {variant} was caught, but its failure text lacks {missing} (failure_words in "
+        f"{spec.path.name}): has a test's message changed? Its failure text was:\n{head_of(text)}")
 
 
 # ---- alternative correct solutions, and slow mode ------------------------------------

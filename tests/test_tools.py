@@ -297,19 +297,32 @@ def test_summary_of_a_missing_file_says_so(tmp_path):
     assert result.returncode == 0 and "No grades" in result.stdout
 
 
+VARIANT_SPEC = """stage = "01_echo"
+bug = "{bug}"
+caught_by = ["test_echoes_a_line"]
+failure_words = ["alice expected"]
+
+[[replace]]
+file = "server.py"
+find = '''
+        connection.sendall(data)
+'''
+replace = '''
+        {replace}
+'''
+"""
+
+
 def test_trust_reports_catch_rates(tmp_path):
     variants = tmp_path / "variants"
-    caught = variants / "01_starter"
-    shutil.copytree(ROOT / "stages" / "01_echo", caught / "01_echo")
-    (caught / "variant.json").write_text(json.dumps(
-        {"stage": "01_echo", "bug": "nothing echoed", "caught_by": ["test_echoes_a_line"]}))
-    escaped = variants / "01_correct"
-    shutil.copytree(ROOT / "solutions" / "01_echo", escaped / "01_echo")
-    (escaped / "variant.json").write_text(json.dumps(
-        {"stage": "01_echo", "bug": "none", "caught_by": ["test_echoes_a_line"]}))
+    variants.mkdir()
+    (variants / "01_silent.toml").write_text(VARIANT_SPEC.format(
+        bug="nothing echoed", replace="pass  # BUG: nothing is sent back"))
+    (variants / "01_correct.toml").write_text(VARIANT_SPEC.format(
+        bug="none", replace="connection.sendall(data)  # BUG: none, the line is unchanged"))
     result = tool("tools/trust.py", "--runs", "2", "--stages", "01", "--skip-suite",
                   "--variants-dir", variants, "-j", "2")
     assert result.returncode == 1, "a variant that escapes makes trust.py fail"
     lines = {l.split("|")[1].strip(): l for l in result.stdout.splitlines() if l.startswith("| `01_")}
-    assert "| 2/2 |" in lines["`01_starter`"], result.stdout
+    assert "| 2/2 |" in lines["`01_silent`"], result.stdout
     assert "0/2" in lines["`01_correct`"], result.stdout

@@ -9,16 +9,18 @@
 1. The suite: the graded tests (tests/test_NN_*.py) are run K times on the reference
    solutions, each run a fresh `python -m pytest --impl solutions` process; every test that
    ever failed is reported, with how often. A correct solution must never fail.
-2. The variants: each tests/variants/<name>/ is a solution with one bug put back, and its
-   variant.json names the tests aimed at that bug (caught_by). Each is run K times against
-   those tests; a run CATCHES the bug when every caught_by test fails.
+2. The variants: each tests/variants/NAME.toml is a solution with one bug put back (a few
+   replacements, built into a temporary folder by grader.variants); it names the tests aimed
+   at that bug (caught_by) and words their failure text must hold (failure_words). Each is
+   run K times against those tests; a run CATCHES the bug when every caught_by test fails,
+   and its failure text holds every one of the failure_words.
 3. The alternatives: each tests/alternatives/<name>/ is a correct program of another design
    (alternative.json: stage, design, known_failures). Each is run K times on its whole stage,
    and with --slow K more times under the slow noise profile (THREADED_CHAT_NOISE=slow); a
    run PASSES when every graded test but its known failures passed.
 
 Prints a Markdown report (date, machine, Python, K) ready to paste into docs/INSTRUCTORS.md.
-Exits with status 1 when a test was flaky or a variant escaped in any run.
+Exits with status 1 when a test was flaky, or a variant escaped or lacked its failure words in any run.
 -j N runs N pytest processes at once; keep the default (1) for published figures, since
 race tests are then measured on an otherwise idle machine, as a student's run would be.
 """
@@ -38,10 +40,11 @@ import time
 from collections import Counter
 from pathlib import Path
 
+from grader import variants as variant_specs
 from grader.grading import (ROOT, TESTS, course_stages, pytest_command, read_results,
-                           run_isolated, select_stages, stage_of_test, stage_test_files)
+                           run_isolated, select_stages, stage_test_files)
+from grader.results import TestResult
 
-VARIANTS = TESTS / "variants"
 ALTERNATIVES = TESTS / "alternatives"
 RUN_TIMEOUT = 600  # seconds for one pytest run (the whole suite on the solutions takes < 180)
 
@@ -62,9 +65,9 @@ def parse_args(argv=None):
     parser.add_argument("--slow-runs", type=int, default=None, metavar="K",
                         help="how many slow-mode runs (default: as many as --runs)")
     parser.add_argument("--variant", action="append", default=[],
-                        help="only the variant(s) with this folder name")
-    parser.add_argument("--variants-dir", type=Path, default=VARIANTS,
-                        help="where the variants are (default tests/variants)")
+                        help="only the variant(s) with this name (tests/variants/NAME.toml)")
+    parser.add_argument("--variants-dir", type=Path, default=None,
+                        help="where the variants' NAME.toml specs are (default tests/variants)")
     parser.add_argument("-j", "--jobs", type=int, default=1, help="pytest runs at once (default 1)")
     parser.add_argument("--timeout", type=float, default=RUN_TIMEOUT,
                         help=f"seconds for one pytest run (default {RUN_TIMEOUT})")
@@ -75,21 +78,19 @@ def parse_args(argv=None):
 
 # ---- what to run ---------------------------------------------------------------
 
-def load_variants(stages, only=(), where=VARIANTS):
-    """[(folder, variant.json dict)] for the variants of the chosen stages."""
+def load_variants(stages, only=(), where=None):
+    """[(name, Variant or None, why it can't be used)] for the variants of the chosen stages."""
     found = []
-    if not where.is_dir():
-        return found
-    for spec in sorted(where.glob("*/variant.json")):
-        folder = spec.parent
-        if only and folder.name not in only:
+    for name in variant_specs.variant_names(ROOT, where):
+        if only and name not in only:
             continue
         try:
-            data = json.loads(spec.read_text(encoding="utf-8"))
-        except ValueError as error:
-            data = {"stage": "?", "bug": f"variant.json does not parse: {error}", "caught_by": []}
-        if data.get("stage") in stages or only:
-            found.append((folder, data))
+            variant = variant_specs.load_variant(name, ROOT, where)
+        except variant_specs.VariantError as error:
+            found.append((name, None, str(error)))
+            continue
+        if variant.stage in stages or only:
+            found.append((name, variant, None))
     return found
 
 
@@ -106,10 +107,8 @@ def load_alternatives(stages, only=(), where=ALTERNATIVES):
 
 
 def name_of_test(test):
-    """'test_x[param]' from a results.json name 'NN_stage: test_x[param] - description'."""
-    name = test.get("name", "")
-    name = name.split(": ", 1)[1] if ": " in name else name
-    return name.split(" - ", 1)[0]
+    """'test_x[param]': the test's id, which results.json carries as data."""
+    return TestResult.from_gradescope(test).test
 
 
 def base_name(name):
@@ -178,7 +177,7 @@ class SuiteTally:
             return
         stages_failing = set()
         for test in results.get("tests", []):
-            stage = stage_of_test(test)
+            stage = TestResult.from_gradescope(test).stage
             name = name_of_test(test)
             self.tests_by_stage.setdefault(stage, set()).add(name)
             if test.get("status") != "passed" and float(test.get("max_score") or 0) > 0:
@@ -208,17 +207,27 @@ def measure_suite(runner, stages, runs, jobs, progress, slow=False):
     return tally, files
 
 
-def measure_variant(runner, folder, spec, runs, jobs, progress):
-    stage = spec.get("stage", "?")
-    caught_by = list(spec.get("caught_by") or [])
-    files = stage_test_files(stage) if stage in course_stages() else []
-    outcome = {"caught": 0, "runs": 0, "missed_tests": Counter(), "problems": [], "not_run": 0}
-    if not caught_by or not files:
-        outcome["problems"].append("no caught_by tests" if not caught_by else f"no test file for {stage}")
+def measure_variant(runner, name, variant, problem, runs, jobs, progress):
+    """K runs of the variant (built once into the scratch folder) against its caught_by tests."""
+    outcome = {"caught": 0, "runs": 0, "missed_tests": Counter(), "problems": [], "not_run": 0,
+               "missing_words": Counter()}
+    if variant is None:
+        outcome["problems"].append(problem)
+        return outcome
+    caught_by = list(variant.caught_by)
+    files = stage_test_files(variant.stage)
+    folder = runner.scratch / f"variant-{name}"
+    try:
+        variant_specs.build(variant, folder, ROOT)
+    except variant_specs.VariantError as error:
+        outcome["problems"].append(str(error))
+        return outcome
+    if not files:
+        outcome["problems"].append(f"no test file for {variant.stage}")
         return outcome
 
     def one(run):
-        return runner.run(f"{folder.name}{run}", folder, files, select=[base_name(t) for t in caught_by])
+        return runner.run(f"{name}{run}", folder, files, select=caught_by)
 
     with concurrent.futures.ThreadPoolExecutor(max_workers=jobs) as pool:
         for run, (results, status, seconds) in enumerate(pool.map(one, range(1, runs + 1)), 1):
@@ -238,11 +247,16 @@ def measure_variant(runner, folder, spec, runs, jobs, progress):
                     outcome["not_run"] += 1
                 elif statuses[wanted] == "passed":
                     escaped.append(wanted)
-            for name in escaped:
-                outcome["missed_tests"][name] += 1
-            if not escaped and results is not None and all(t in statuses for t in caught_by):
+            for test_name in escaped:
+                outcome["missed_tests"][test_name] += 1
+            text = variant_specs.failure_text(
+                variant, [TestResult.from_gradescope(test) for test in (results or {}).get("tests", [])])
+            missing = variant_specs.missing_failure_words(variant, text)
+            for word in missing:
+                outcome["missing_words"][word] += 1
+            if not escaped and not missing and results is not None and all(t in statuses for t in caught_by):
                 outcome["caught"] += 1
-    progress(f"variant {folder.name}: caught in {outcome['caught']}/{outcome['runs']} runs"
+    progress(f"variant {name}: caught in {outcome['caught']}/{outcome['runs']} runs"
              f"{' (' + '; '.join(outcome['problems']) + ')' if outcome['problems'] else ''}")
     return outcome
 
@@ -309,18 +323,20 @@ def report(args, stages, suite, variants, elapsed, load_before="?", alternatives
     if suite is not None:
         lines.append(suite_table(suite, stages))
     if variants is not None:
-        lines += [f"**Buggy variants, {args.runs} runs each** (caught = every `caught_by` test failed)", "",
+        lines += [f"**Buggy variants, {args.runs} runs each** (caught = every `caught_by` test failed, "
+                  f"and their failure text held every one of the `failure_words`)", "",
                   "| variant | stage | bug put back | caught_by | caught |", "|---|---|---|---|---|"]
         if not variants:
             lines.append("| (none yet) | | | | |")
-        for folder, spec, outcome in variants:
+        for name, variant, outcome in variants:
             escaped = ", ".join(f"`{t}` passed {n}x" for t, n in sorted(outcome["missed_tests"].items()))
+            wordless = ", ".join(f"no {w!r} {n}x" for w, n in sorted(outcome["missing_words"].items()))
             problems = "; ".join(outcome["problems"])
             caught = f"{outcome['caught']}/{outcome['runs']}"
-            extra = "; ".join(x for x in (escaped, problems) if x)
-            bug = " ".join(spec.get("bug", "").split()).replace("|", "\\|")
-            lines.append(f"| `{folder.name}` | {spec.get('stage', '?')} | {bug} | "
-                         f"{', '.join('`' + t + '`' for t in spec.get('caught_by') or [])} | "
+            extra = "; ".join(x for x in (escaped, wordless, problems) if x).replace("|", "\\|")
+            bug = " ".join(variant.bug.split()).replace("|", "\\|") if variant else "?"
+            lines.append(f"| `{name}` | {variant.stage if variant else '?'} | {bug} | "
+                         f"{', '.join('`' + t + '`' for t in (variant.caught_by if variant else ()))} | "
                          f"{caught}{' (' + extra + ')' if extra else ''} |")
         lines.append("")
     if alternatives is not None:
@@ -399,9 +415,9 @@ def main(argv=None):
         variants = None
         if not args.skip_variants:
             variants = []
-            for folder, spec in load_variants(stages, args.variant, args.variants_dir):
-                outcome = measure_variant(runner, folder, spec, args.runs, jobs, progress)
-                variants.append((folder, spec, outcome))
+            for name, variant, problem in load_variants(stages, args.variant, args.variants_dir):
+                outcome = measure_variant(runner, name, variant, problem, args.runs, jobs, progress)
+                variants.append((name, variant, outcome))
         alternatives = None
         if not args.skip_alternatives:
             alternatives = []
