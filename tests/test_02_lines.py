@@ -1,10 +1,12 @@
-"""Stage 02_lines: a line protocol over a byte stream (CONTRACT section 3).
+"""Stage 02_lines: a line protocol over a byte stream (docs/PROTOCOL.md, sections 1 and 4).
 
 Each UTF-8 line ending in "\\n" comes back in upper case, however its bytes
 were split or joined in transit.
 """
 
 import pytest
+
+from grader.harness.client import DEFAULT_WAIT, show
 
 CHUNK_AS_LINE = ("Each recv() returns whatever bytes have arrived so far: part of a line, or several "
                  "lines. Keep the bytes in a buffer and reply only when a '\\n' completes a line.")
@@ -105,3 +107,33 @@ def test_serves_the_next_client_after_one_closes(server, connect):
     bob.send_line("second")
     alice.close()
     bob.expect_line("SECOND", timeout=3, cause="After one client closes, go back to accept() for the next.")
+
+
+@pytest.mark.points(1)
+def test_invalid_utf8_becomes_replacement_characters(server, connect):
+    """Bytes that are not UTF-8 come back as U+FFFD; the connection goes on."""
+    alice = connect("alice")
+    alice.send(b"caf\xe9 ok\n", note="sent b'caf\\xe9 ok\\n' (0xE9 alone is not UTF-8)")
+    alice.expect_line("CAF\ufffd OK", cause=(
+        "Decode each whole line with errors='replace': bytes that are not UTF-8 become U+FFFD\n"
+        "  instead of raising UnicodeDecodeError (docs/PROTOCOL.md, L5)."))
+    alice.send_line("still here")
+    alice.expect_line("STILL HERE")
+
+
+@pytest.mark.points(1)
+def test_unfinished_last_line_is_dropped(server, connect):
+    """Bytes after the last newline, when the client closes, are no line: they get no answer."""
+    alice = connect("alice")
+    alice.send(b"complete\nunfinish")
+    alice.expect_line("COMPLETE")
+    alice.half_close()
+    line = alice.read_line(DEFAULT_WAIT)
+    if line is not None or alice.buffer:
+        got = f"the line {show(line)}" if line is not None else show(bytes(alice.buffer))
+        alice.fail(f"alice sent b'complete\\nunfinish' and then closed her side. After 'COMPLETE', "
+                   f"nothing more was due: b'unfinish' never got its newline.\n"
+                   f"alice received {got}",
+                   "An unfinished last line is not a line (docs/PROTOCOL.md, L6): when recv() returns "
+                   "b'',\n  drop what is left in the buffer, and close.")
+    alice.expect_closed(cause="When the client has closed its side (recv() returns b''), close the connection.")
