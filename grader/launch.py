@@ -14,11 +14,23 @@ The harness starts every student program through this small launcher. The launch
 - once the program has exited, or when the harness stops it (SIGTERM to the launcher),
   kills the program and whatever it started, collects them all (so none lingers as a
   zombie that still counts against the process limit), and exits.
+
+Where there is no launcher process (Windows, where a Job Object does its work; or POSIX with
+THREADED_CHAT_PORTABLE_STOP=1, to test that path), the harness starts the program through
+this file's other mode, in which it runs the program in its own process:
+
+    python grader/launch.py --in-process [--break SIGNAME] [--sandboxed] -- PROGRAM.py ARGS...
+
+--break names a signal that the program receives as Ctrl+C. On Windows a program of a
+process group of its own (which the harness needs, to signal it alone) never gets Ctrl+C:
+the harness sends Ctrl+Break (SIGBREAK) to its group, and this turns it into whatever
+the program made of Ctrl+C (KeyboardInterrupt, unless it installed a handler of its own).
 It is started by the harness, never imported by a submission, and uses the standard library only.
 """
 
 import ctypes
 import os
+import runpy
 import signal
 import subprocess
 import sys
@@ -176,8 +188,11 @@ def is_zombie(pid):
 
 
 def main(argv):
-    sandboxed = "--sandboxed" in argv[:argv.index("--")]
-    command = argv[argv.index("--") + 1:]
+    options, command = argv[:argv.index("--")], argv[argv.index("--") + 1:]
+    sandboxed = "--sandboxed" in options
+    if "--in-process" in options:
+        break_name = options[options.index("--break") + 1] if "--break" in options else None
+        return run_in_this_process(command, break_name, sandboxed)
     set_limits(sandboxed)
     become_subreaper()
     started = []  # the program, once it runs; a signal before that is held for it
@@ -211,6 +226,54 @@ def _forward(started, signum):
         started[0].send_signal(signum)
     except OSError:
         pass
+
+
+# ---- the program in this very process (Windows, and the portable path forced on POSIX) ----
+
+def run_in_this_process(command, break_name, sandboxed):
+    """Run PROGRAM.py ARGS as `python PROGRAM.py ARGS` would, here; `break_name` means Ctrl+C."""
+    program, args = os.path.abspath(command[0]), command[1:]
+    if os.name == "posix":
+        set_limits(sandboxed)  # on Windows the program's Job Object holds its limits
+    if break_name:
+        signal.signal(getattr(signal, break_name), _as_ctrl_c)
+    sys.argv = [program, *args]
+    sys.path[0] = os.path.dirname(program)  # where `python PROGRAM.py` looks first (here: our folder)
+    try:
+        runpy.run_path(program, run_name="__main__")
+    except SystemExit:
+        raise
+    except BaseException as error:  # noqa: B902 - shown and ended on as Python itself would
+        return _die_like_python(error, program)
+    return 0
+
+
+def _as_ctrl_c(signum, frame):
+    """The break signal arrived: do what Ctrl+C would do in the program, now."""
+    handler = signal.getsignal(signal.SIGINT)
+    if handler == signal.SIG_IGN:
+        return
+    if callable(handler):
+        handler(signal.SIGINT, frame)
+        return
+    raise KeyboardInterrupt
+
+
+def _die_like_python(error, program):
+    """An exception escaped the program: its traceback (without our frames), and Python's status."""
+    trace = error.__traceback__
+    while trace is not None and trace.tb_frame.f_code.co_filename != program:
+        trace = trace.tb_next  # runpy's frames and ours: `python PROGRAM.py` shows none of them
+    error.__traceback__ = trace or error.__traceback__
+    sys.excepthook(type(error), error, error.__traceback__)
+    sys.stderr.flush()
+    if isinstance(error, KeyboardInterrupt):
+        if os.name == "posix":  # Python ends by SIGINT itself, so that its parent sees how it ended
+            sys.stdout.flush()
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+            os.kill(os.getpid(), signal.SIGINT)
+        return -1073741510  # Windows: 0xC000013A, STATUS_CONTROL_C_EXIT, as python.exe ends on Ctrl+C
+    return 1
 
 
 if __name__ == "__main__":

@@ -33,6 +33,7 @@ from .course import ROOT, stage_of_test_file
 from .harness.process import ProgramError
 from .intake import take_in
 from .results import Grades
+from .watchdog import Watchdog
 
 NAMED_IMPLS = {"stages": ROOT / "stages", "solutions": ROOT / "solutions"}
 
@@ -155,6 +156,9 @@ def pytest_configure(config):
     config.stash[GRADES] = grades
     # The grades follow the run through pytest's own hooks: a plugin object of their own.
     config.pluginmanager.register(grades, "threaded-chat-grades")
+    # Each test's time limit, kept by the grader (grader/watchdog.py) in place of pytest-timeout's
+    # timer: a test that reaches it fails, and the run still ends with its scoreboard, everywhere.
+    config.pluginmanager.register(Watchdog(), "threaded-chat-watchdog")
     restore_ctrl_c()
 
 

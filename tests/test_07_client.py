@@ -204,3 +204,58 @@ def test_unreachable_server(chat):
               + "\n".join(problems),
               "Catch OSError around connect(); print the message with the error in it; then "
               "sys.exit(1).")
+
+
+# Windows gives a program whose output is a pipe or a file the ANSI code page when nothing
+# sets an encoding: cp1252 in Western Europe, which has no '✓' and no '日'. On Windows the
+# test leaves the platform's own encoding; elsewhere (UTF-8 there) it sets
+# PYTHONIOENCODING=cp1252, which gives the client's streams that encoding the same way.
+WINDOWS_PIPE_ENCODING = "cp1252"
+UNENCODABLE = "bob: ✓ 日本語 naïve end"
+
+
+@pytest.mark.points(1)
+def test_survives_an_output_encoding_without_the_characters(chat):
+    """With Windows' output encoding (cp1252), a line it cannot show does not stop the client."""
+    on_windows = sys.platform == "win32"
+    chat.start(encoding=None if on_windows else WINDOWS_PIPE_ENCODING)
+    chat.story.add("the test", "ran the client with its output in the platform's own encoding"
+                   if on_windows else "ran the client with PYTHONIOENCODING=cp1252, the encoding "
+                   "Windows gives a program whose output is a pipe")
+    chat.login("alice")
+    client = chat.client
+    chat.server.send(f"{UNENCODABLE}\nbob: still here\n".encode("utf-8"))
+    chat.server.close_connection()
+    status = client.wait_exit(EXIT_WITHIN)
+    printed = client.printed_lines()
+    shown = any(line.startswith("bob: ") and line.endswith(" end") for line in printed)
+    after = printed[printed.index("bob: still here") + 1:] if "bob: still here" in printed else []
+    said_so = any(SERVER_GONE.search(line) for line in after)
+    traceback = "Traceback (most recent call last)" in client.stderr
+    if status is not None and shown and said_so and not traceback:
+        return
+    problems = []
+    if not shown:
+        problems.append(f"It did not print the line {UNENCODABLE!r} (with '?' or any other "
+                        f"stand-in for the characters cp1252 lacks).")
+    if "bob: still here" not in printed:
+        problems.append("It did not print the next line, 'bob: still here'.")
+    elif not said_so:
+        problems.append("It printed no line saying that the server closed the connection.")
+    if status is None:
+        problems.append(f"It was still running {EXIT_WITHIN:g} s after the server closed the "
+                        f"connection.")
+    if traceback:
+        problems.append("It printed a traceback.")
+    if "UnicodeEncodeError" in client.stderr:
+        cause = ("print() encodes text with the output's encoding, and cp1252 has no '✓': the "
+                 "UnicodeEncodeError ended the receiving thread, and with it the client's only "
+                 "way to notice that the server had gone. Let the output show what it cannot "
+                 "encode as '?': sys.stdout.reconfigure(errors='replace') at the start of main().")
+    else:
+        cause = "An exception escaped the receiving thread; its standard error (below) says which."
+    chat.fail(f"The scripted server sent {UNENCODABLE!r}, then 'bob: still here', and closed the "
+              f"connection. The client's output is cp1252 here, as on Windows when it is a pipe "
+              f"or a file. The test expected both lines printed, then a line saying the server "
+              f"closed the connection, and an exit within {EXIT_WITHIN:g} s, with no traceback.\n"
+              f"It printed (after the prompt): {printed!r}\n" + "\n".join(problems), cause)

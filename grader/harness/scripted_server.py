@@ -156,10 +156,10 @@ class ScriptedServer:
 class ClientProgram(Program):
     """The student's client.py, with its standard input as a pipe the test types into."""
 
-    def __init__(self, path, port):
+    def __init__(self, path, port, encoding="utf-8"):
         # Program leaves PYTHONUNBUFFERED out: a client that forgets flush=True fails.
         super().__init__(path, ["--host", "127.0.0.1", "--port", port], stdin=True,
-                         label="client")
+                         label="client", encoding=encoding)
 
     def type(self, text):
         """Type a line; False if the client no longer reads its input."""
@@ -229,11 +229,11 @@ class ClientSession:
 
     # ---- starting ---------------------------------------------------------------
 
-    def start(self):
-        """Start the scripted server, then the client pointed at it."""
+    def start(self, encoding="utf-8"):
+        """Start the scripted server, then the client pointed at it (encoding: see Program)."""
         self.server = ScriptedServer(self.story)
         self.story.add("the test", f"started the scripted server on 127.0.0.1:{self.server.port}")
-        return self._start_client(self.server.port)
+        return self._start_client(self.server.port, encoding)
 
     def start_unreachable(self):
         """Start the client pointed at a port where nothing listens.
@@ -247,8 +247,8 @@ class ClientSession:
         self.story.add("the test", f"chose port {port}, where no server listens")
         return self._start_client(port)
 
-    def _start_client(self, port):
-        self.client = ClientProgram(self.stage_dir / "client.py", port)
+    def _start_client(self, port, encoding="utf-8"):
+        self.client = ClientProgram(self.stage_dir / "client.py", port, encoding)
         self.story.add("the test", f"started: python client.py --host 127.0.0.1 --port {port}")
         return self.client
 
