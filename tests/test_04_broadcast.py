@@ -1,4 +1,4 @@
-"""Stage 04_broadcast: the chat - username handshake, join line, messages to everyone else (CONTRACT section 4)."""
+"""Stage 04_broadcast: the chat - username handshake, join line, messages to everyone else (docs/PROTOCOL.md, section 5)."""
 
 import pytest
 
@@ -147,3 +147,15 @@ def test_silent_client_holds_nobody_up(server, connect):
 def test_stuck_reader_does_not_freeze_the_room(server, connect):
     """A client that stops reading may hold up lines to itself, never the lines it sends."""
     check_room_survives_a_stuck_reader(connect)
+
+
+@pytest.mark.points(1)
+def test_spaces_in_a_message_are_kept(server, connect):
+    """Spaces and tabs at the start, inside and at the end of a message are forwarded as sent."""
+    alice, bob = join_all(connect, ["alice", "bob"])
+    text = "  two  spaces\tand a tab, then a space "
+    bob.send_line(text)
+    expect_chat_line(alice, said("bob", text), cause=(
+        "Forward the line exactly as it arrived: remove only its '\\n' (and a '\\r' just before it).\n"
+        "  Spaces are part of the message (docs/PROTOCOL.md, L3): use line.strip() only to decide\n"
+        "  whether a line is blank, and forward the line itself."))

@@ -1,4 +1,4 @@
-"""Stage 05_exit: /exit and abrupt disconnects - leave line once, clean-up, no traceback (CONTRACT section 4)."""
+"""Stage 05_exit: /exit and abrupt disconnects - leave line once, clean-up, no traceback (docs/PROTOCOL.md, section 5)."""
 
 import pytest
 
@@ -136,3 +136,28 @@ def test_name_free_again_after_leaving(server, connect):
     alice.send_line("welcome back")
     expect_chat_line(new_bob, said("alice", "welcome back"))
     server.assert_no_traceback()
+
+
+@pytest.mark.points(1)
+def test_exit_must_be_the_whole_line(server, connect):
+    """Only the whole line /exit leaves: ' /exit', '/exit ', '/EXIT' and '/exit now' are messages."""
+    alice, bob = join_all(connect, ["alice", "bob"])
+    texts = [" /exit", "/exit ", "/EXIT", "/exit now"]
+    for text in texts:
+        bob.send_line(text)
+    expect_chat_lines(alice, [said("bob", text) for text in texts], cause=(
+        "Only the line '/exit' itself is the command (docs/PROTOCOL.md, C10, C11): compare the whole\n"
+        "  line, after removing the '\\r' before its '\\n', not line.strip() or line.lower().\n"
+        "  Anything else is an ordinary message, forwarded as it was sent."))
+    sync(bob, [alice], "still here")
+
+
+@pytest.mark.points(1)
+def test_unfinished_last_line_is_not_forwarded(server, connect):
+    """A client that closes after half a line: the others hear only that it left."""
+    alice, bob = join_all(connect, ["alice", "bob"])
+    bob.send(b"half a mess", note="sent b'half a mess' (no newline)")
+    bob.close()
+    expect_chat_line(alice, exited("bob"), cause=(
+        "bob closed his connection in the middle of a line. An unfinished last line is not a\n"
+        "  line (docs/PROTOCOL.md, L6): forward nothing of it; the others hear only the leave line."))
