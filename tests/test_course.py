@@ -39,7 +39,9 @@ RUN_DEADLINE = 300  # seconds for one inner pytest run; far above what any takes
 # 06_no_lock, takes the lock out of three methods: 24).
 MOST_CHANGED_LINES = 30
 
-pytestmark = pytest.mark.selfcheck
+# A check waits for child runs of whole stages (several at once, on a busy machine): its
+# limit is the child's own, not pytest.ini's 120 s for one graded test.
+pytestmark = [pytest.mark.selfcheck, pytest.mark.timeout(2 * RUN_DEADLINE)]
 
 
 def stage_names():
@@ -57,12 +59,13 @@ def variant_names():
 
 # ---- running the graded tests on something else, in a child pytest -----------
 
-def run_graded(test_files, impl, select=None, stop_at_first_failure=False, noise=None):
+def run_graded(test_files, impl, select=None, stop_at_first_failure=False, noise=None, env=None):
     """Run the graded tests on `impl` in a child pytest; return its results.json.
 
     noise: the child's THREADED_CHAT_NOISE ("slow"), else it inherits this run's.
+    env: more environment variables for the child (and so for the programs it runs).
     """
-    env = dict(os.environ)
+    env = dict(os.environ, **(env or {}))
     if noise:
         env["THREADED_CHAT_NOISE"] = noise
     with tempfile.TemporaryDirectory() as scratch:
@@ -253,14 +256,29 @@ def alternative_problems(folder):
     stage = spec.get("stage")
     if stage not in stage_names():
         problems.append(f"{folder.name}/alternative.json: stage {stage!r} is not one of {stage_names()}")
-    elif not any((folder / stage / program).is_file() for program in PROGRAMS):
-        problems.append(f"{folder.name}/{stage}/ has no server.py or client.py")
+    elif not any((folder / stage / program).is_file() for program in PROGRAMS) and not spec.get("env"):
+        problems.append(f"{folder.name}/{stage}/ has no server.py or client.py (nor is it the solution "
+                        f"run with an \"env\" of its own)")
+    if not isinstance(spec.get("env", {}), dict):
+        problems.append(f"{folder.name}/alternative.json: env should be an object of variable: value")
     if not str(spec.get("design", "")).strip():
         problems.append(f"{folder.name}/alternative.json has no design (one sentence: how it is built)")
     known = spec.get("known_failures", [])
     if not isinstance(known, list) or not all(isinstance(name, str) for name in known):
         problems.append(f"{folder.name}/alternative.json: known_failures should be a list of test names")
     return problems
+
+
+def alternative_program(folder):
+    """(what to grade, extra environment) of an alternative.
+
+    An alternative that is the stage's solution on another path (the 08 reference without
+    MSG_DONTWAIT, as on Windows) has no program of its own: alternative.json's "env" makes
+    the solution take that path.
+    """
+    spec = read_alternative(folder)
+    own = any((folder / spec["stage"] / program).is_file() for program in PROGRAMS)
+    return (folder if own else ROOT / "solutions"), spec.get("env", {})
 
 
 def known_failures(folder):
@@ -288,17 +306,19 @@ def submit_alternative_runs(pool, slow_pool, jobs, selected):
     for folder in alternative_folders():
         if f"test_alternative_passes_its_stage[{folder.name}]" in selected and not alternative_problems(folder):
             stage = read_alternative(folder)["stage"]
-            jobs[("alternative", folder.name)] = pool.submit(run_graded, stage_test_files(stage), folder)
-    slow_runs = []  # (stage, key, folder)
+            impl, env = alternative_program(folder)
+            jobs[("alternative", folder.name)] = pool.submit(run_graded, stage_test_files(stage), impl, env=env)
+    slow_runs = []  # (stage, key, what to grade, extra environment)
     for stage in slow_mode_stages():
         if f"test_solution_passes_in_slow_mode[{stage}]" in selected:
-            slow_runs.append((stage, ("slow", stage), ROOT / "solutions"))
+            slow_runs.append((stage, ("slow", stage), ROOT / "solutions", {}))
     for folder in slow_mode_alternatives():
         if f"test_alternative_passes_in_slow_mode[{folder.name}]" in selected:
-            slow_runs.append((read_alternative(folder)["stage"], ("slow alternative", folder.name), folder))
+            slow_runs.append((read_alternative(folder)["stage"], ("slow alternative", folder.name),
+                              *alternative_program(folder)))
     # The last stages' runs are the longest: started first, the workers finish together.
-    for stage, key, folder in sorted(slow_runs, key=lambda run: run[0], reverse=True):
-        jobs[key] = slow_pool.submit(run_graded, stage_test_files(stage), folder, noise="slow")
+    for stage, key, impl, env in sorted(slow_runs, key=lambda run: run[0], reverse=True):
+        jobs[key] = slow_pool.submit(run_graded, stage_test_files(stage), impl, noise="slow", env=env)
 
 
 def assert_passes_its_stage(report, what, stage, expected_failures=()):
@@ -316,7 +336,7 @@ def assert_passes_its_stage(report, what, stage, expected_failures=()):
         # The child's own failure messages say what was sent, expected and received.
         pytest.fail(
             f"{what} is correct, but failed {len(failed)} test(s) of {stage}. Each is a test that leans on\n"
-            f"something the contract does not promise (speed, an order between clients, one design):\n\n"
+            f"something docs/PROTOCOL.md does not promise (speed, an order between clients, one design):\n\n"
             + "\n\n".join(f"{test['name']}\n{head_of(test['output'])}" for test in failed), pytrace=False)
 
 

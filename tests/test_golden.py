@@ -24,7 +24,7 @@ from grader import variants
 from grader.grading import pytest_command, stage_test_files
 from grader.results import load_results
 
-pytestmark = pytest.mark.selfcheck
+pytestmark = [pytest.mark.selfcheck, pytest.mark.timeout(600)]  # a child run of two stages
 
 ROOT = Path(__file__).resolve().parent.parent
 GOLDEN = ROOT / "tests" / "golden" / "partial_results.json"

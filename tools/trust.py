@@ -125,7 +125,7 @@ class Runner:
         self.counter = 0
         self.lock = threading.Lock()
 
-    def run(self, label, impl, files, select=None, slow=False):
+    def run(self, label, impl, files, select=None, slow=False, env=None):
         """One pytest process; returns (results dict or None, exit status or None, seconds)."""
         with self.lock:
             self.counter += 1
@@ -135,7 +135,7 @@ class Runner:
         log_path = self.scratch / f"{stem}.log"
         extra = ["-k", " or ".join(sorted(set(select)))] if select else []
         command = pytest_command(impl, json_path, files, extra=extra)
-        env = dict(os.environ, THREADED_CHAT_NOISE="slow") if slow else None
+        env = dict(os.environ, **(env or {}), **({"THREADED_CHAT_NOISE": "slow"} if slow else {}))
         status, seconds = run_isolated(command, cwd=ROOT, timeout=self.timeout, log_path=log_path, env=env)
         results = read_results(json_path)
         if self.keep:
@@ -271,8 +271,13 @@ def measure_alternative(runner, folder, spec, runs, jobs, progress, slow):
         outcome["problems"].append(f"no test file for {stage}")
         return outcome
 
+    # An alternative that is the solution on another path (the 08 reference without
+    # MSG_DONTWAIT) has no program of its own: its "env" makes the solution take that path.
+    own = any((folder / stage).glob("*.py"))
+    impl = folder if own else ROOT / "solutions"
+
     def one(run):
-        return runner.run(f"{folder.name}{run}", folder, files, slow=slow)
+        return runner.run(f"{folder.name}{run}", impl, files, slow=slow, env=spec.get("env"))
 
     with concurrent.futures.ThreadPoolExecutor(max_workers=jobs) as pool:
         for run, (results, status, seconds) in enumerate(pool.map(one, range(1, runs + 1)), 1):
