@@ -409,8 +409,9 @@ class ClientSession:
                     "Windows). Catch it and leave as if '/exit' had been typed.")
         if status is None:
             return ("The client did not exit. A thread that is not a daemon keeps the program "
-                    "alive: is the receiving thread still blocked in recv()? close() does not "
-                    "wake it; sock.shutdown(socket.SHUT_RDWR) does. Or make it a daemon thread.")
+                    "alive: is the receiving thread still blocked in recv()? On Linux close() "
+                    "does not wake it, sock.shutdown(socket.SHUT_RDWR) does (on Windows only "
+                    "close() does: do both). Or make it a daemon thread.")
         if traceback:
             return "An exception escaped; catch it where it happens."
         return None
