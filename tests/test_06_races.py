@@ -163,6 +163,29 @@ def test_reset_announced_once(server, connect):
     server.assert_running()
 
 
+@pytest.mark.points(1)
+def test_connection_without_a_name_receives_nothing(server, connect):
+    """A connection that has not sent its name yet receives no messages and no join lines."""
+    alice, bob = join_all(connect, ["alice", "bob"])
+    carol = connect("carol")  # connected; her name comes later
+    carol.story.add("carol", "connected, and sends no name yet")
+    bob.send_line("before carol's name (1)")
+    expect_chat_line(alice, said("bob", "before carol's name (1)"))
+    dave = join(connect, "dave", room=[alice, bob])  # a join line, also before carol's name
+    bob.send_line("before carol's name (2)")
+    expect_chat_line(alice, said("bob", "before carol's name (2)"))
+    expect_chat_line(dave, said("bob", "before carol's name (2)"))
+    carol.send_line("carol")
+    for member in (alice, bob, dave):
+        expect_chat_line(member, joined("carol"))
+    bob.send_line("after carol's name")
+    expect_chat_line(carol, said("bob", "after carol's name"), cause=(
+        "A connection is in the chat only once it has sent its name (docs/PROTOCOL.md, C5): until\n"
+        "  then it receives nothing. The original adds every socket to `clients` as soon as it\n"
+        "  connects; add a client once it has given its name, in the same locked step that takes\n"
+        "  the list for its join line."))
+
+
 # ---- races: many threads at once, with scheduling noise ---------------------------------
 
 
