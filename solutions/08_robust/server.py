@@ -214,6 +214,7 @@ class Outbox:
         self.changed.notify_all()
 
     def disconnect_locked(self):
+        """disconnect(), for a caller that holds the lock already."""
         self.disconnected = True
         self.queue.clear()
         self.queued_bytes = 0
