@@ -259,3 +259,39 @@ def test_survives_an_output_encoding_without_the_characters(chat):
               f"or a file. The test expected both lines printed, then a line saying the server "
               f"closed the connection, and an exit within {EXIT_WITHIN:g} s, with no traceback.\n"
               f"It printed (after the prompt): {printed!r}\n" + "\n".join(problems), cause)
+
+
+@pytest.mark.points(1)
+def test_last_line_without_newline_is_sent(chat):
+    """Input that ends in a line with no newline: that line is sent too, then /exit."""
+    chat.start()
+    chat.login("alice")
+    try:
+        chat.client.proc.stdin.write("no newline".encode("utf-8"))
+        chat.client.proc.stdin.flush()
+    except OSError:
+        pass  # the client stopped reading its input: the check below says what arrived
+    chat.story.add("the test", "typed 'no newline' without pressing Enter")
+    chat.end_input()
+    chat.expect_server_lines(["alice", "no newline", "/exit"],
+                             what="the username, the last line typed (it had no newline), then /exit")
+
+
+@pytest.mark.points(1)
+def test_exit_status_0_when_server_closes(chat):
+    """When the server closes the connection, the client exits with status 0."""
+    chat.start()
+    chat.login("alice")
+    chat.server.close_connection()
+    status = chat.client.wait_exit(EXIT_WITHIN + 4.0)  # the 1 s deadline has a test of its own
+    if status == 0:
+        return
+    chat.fail("The scripted server closed the connection. The test expected the client to say so "
+              "and exit with status 0: the chat ended, as chats do.\n"
+              + ("The client is still running." if status is None
+                 else f"The client exited with status {status}."),
+              "When the server closes, the receiving thread ends the whole program: os._exit(0),\n"
+              "  after printing with flush=True (os._exit() skips Python's clean-up)."
+              if status is not None else
+              "recv() returning b'' means the server closed the connection: say so and end the "
+              "program (test_exits_when_server_closes says more).")
