@@ -1,4 +1,4 @@
-"""Stage 08_robust: the chat server hardened (CONTRACT section 4, the list for 08).
+"""Stage 08_robust: the chat server hardened (docs/PROTOCOL.md, section 6).
 
 Limits (--max-users, usernames, --max-line with bounded memory, --handshake-timeout),
 bad input (invalid UTF-8, control characters), slow readers, Ctrl+C, 200 users,
@@ -35,7 +35,7 @@ def expect_refused(client, why, timeout=DEFAULT_WAIT):
         closed = " and the server closed the connection" if client.closed_by_server else ""
         client.fail(f"{client.name} expected a line starting with 'Error:' ({why}).\n"
                      f"{client.name} received {got}{closed}.",
-                     f"The contract says: {why}: one 'Error: ...' line, then disconnect. "
+                     f"docs/PROTOCOL.md (R2): {why}: one 'Error: ...' line, then disconnect. "
                      f"Send the line before you close, and end it with '\\n'.")
     client.expect_closed(timeout, cause=f"After the Error line ({why}) the server must close the connection.")
     return line
@@ -202,6 +202,18 @@ def test_max_users_holds_when_many_join_at_once(start_server, connect):
                            "The members still connected after the refusals must be able to chat.")
 
 
+@pytest.mark.points(1)
+def test_default_max_users_is_10(server, connect):
+    """With no --max-users, ten members get in and an eleventh is refused."""
+    members = join_all(connect, [f"user{i}" for i in range(10)])
+    extra = connect_named(connect, "user10")
+    expect_refused(extra, "an eleventh user, when --max-users defaults to 10")
+    members[0].send_line("ten of us")
+    for member in members[1:]:
+        member.expect_line("user0: ten of us", cause=(
+            "Only user0's message was due here: did the server announce the refused user?"))
+
+
 # ---- usernames -------------------------------------------------------------------
 
 @pytest.mark.points(3)
@@ -239,6 +251,27 @@ def test_username_in_use_refused(server, connect):
     bob.expect_line("alice: still me", cause="Nobody should hear the second alice join.")
     bob.send_line("hello alice")
     alice.expect_line("bob: hello alice", cause="The first alice must keep her name and her connection.")
+
+
+@pytest.mark.points(1)
+def test_username_with_a_tab_refused(server, connect):
+    """A tab is a control character too: a name with one is refused."""
+    alice, bob = join_all(connect, ["alice", "bob"])
+    tabby = connect("client named with a tab")
+    tabby.send(b"tab\tname\n", note="sent the username 'tab\\tname'")
+    expect_refused(tabby, "a username with a control character (a tab counts) is refused")
+    alice.send_line("anyone new?")
+    bob.expect_line("alice: anyone new?", cause="A refused username must never be announced.")
+
+
+@pytest.mark.points(1)
+def test_names_differing_in_case_are_different_users(server, connect):
+    """Names compare exactly: 'Alice' may join while 'alice' is in."""
+    alice, bob = join_all(connect, ["alice", "bob"])
+    connect_named(connect, "Alice")
+    alice.expect_line("Alice joined the chat room!", cause=(
+        "Names compare exactly (docs/PROTOCOL.md, R4): 'Alice' and 'alice' are two different\n"
+        "  users. Compare the names as they are, not lower-cased."))
 
 
 # ---- --max-line ------------------------------------------------------------------
@@ -309,6 +342,41 @@ def report_endless_line_cut_off(alice, sent, error):
                 "A line longer than --max-line is not a reason to disconnect: the contract wants one\n"
                 "  'Error:' line to its sender, who stays connected. Throw the line's bytes away as they\n"
                 "  arrive, up to its '\\n', and keep the connection.")
+
+
+@pytest.mark.points(1)
+def test_carriage_return_counts_toward_max_line(start_server, connect):
+    """With --max-line 100: 99 bytes and '\\r\\n' pass, 100 bytes and '\\r\\n' are too long."""
+    start_server("--max-line", "100")
+    alice, bob = join_all(connect, ["alice", "bob"])
+    alice.send(b"y" * 99 + b"\r\n", note="sent 99 bytes, then '\\r\\n'")
+    bob.expect_line("alice: " + "y" * 99, cause=(
+        "99 bytes and a '\\r' are 100 bytes before the '\\n': allowed with --max-line 100."))
+    alice.send(b"z" * 100 + b"\r\n", note="sent 100 bytes, then '\\r\\n'")
+    line = alice.read_line(DEFAULT_WAIT)
+    if line is None or not line.startswith("Error:"):
+        alice.fail(f"alice sent 100 bytes and '\\r\\n' (limit 100) and expected an 'Error:' line.\n"
+                   f"alice received {'nothing' if line is None else repr(line)}.",
+                   "Every byte before the '\\n' counts toward --max-line, the '\\r' too\n"
+                   "  (docs/PROTOCOL.md, R6): 100 bytes and a '\\r' are 101, one too many.")
+    alice.send_line("after")
+    bob.expect_line("alice: after", cause="The long line must reach nobody, and alice stays connected.")
+
+
+@pytest.mark.points(1)
+def test_default_max_line_is_4096(server, connect):
+    """With no --max-line, a line of 4096 bytes passes and one of 4097 is refused."""
+    alice, bob = join_all(connect, ["alice", "bob"])
+    alice.send_line("y" * 4096)
+    bob.expect_line("alice: " + "y" * 4096, cause="--max-line defaults to 4096: a line of 4096 bytes is allowed.")
+    alice.send_line("z" * 4097)
+    line = alice.read_line(DEFAULT_WAIT)
+    if line is None or not line.startswith("Error:"):
+        alice.fail(f"alice sent a line of 4097 bytes (no --max-line given) and expected an 'Error:' line.\n"
+                   f"alice received {'nothing' if line is None else repr(line)}.",
+                   "--max-line defaults to 4096 bytes (docs/PROTOCOL.md, R6).")
+    alice.send_line("after")
+    bob.expect_line("alice: after", cause="The long line must reach nobody, and alice stays connected.")
 
 
 # ---- --handshake-timeout -----------------------------------------------------------
