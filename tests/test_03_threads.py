@@ -1,4 +1,4 @@
-"""Stage 03_threads: the line server, many clients at once, a thread each (CONTRACT section 3)."""
+"""Stage 03_threads: the line server, many clients at once, a thread each (docs/PROTOCOL.md, sections 1 and 4)."""
 
 import ast
 import socket

@@ -14,7 +14,7 @@ import pytest
 
 from grader.harness.scripted_server import ClientSession
 
-EXIT_WITHIN = 1.0     # seconds, after the server closes the connection (the contract)
+EXIT_WITHIN = 1.0     # seconds, after the server closes the connection (docs/PROTOCOL.md, K6)
 # A waiting client sleeps in recv() or input(): no thread is runnable, no CPU is used.
 # A spinning one always has a runnable thread, and uses all the CPU it is given.
 SAMPLE_EVERY = 0.05   # seconds between two looks at the client's threads

@@ -88,7 +88,7 @@ class Drain(BackgroundReader):
         deadline, or when the connection closed; self.stalled_for then says which.
         A slow but steady server (slow mode, a busy grading machine) keeps making
         progress and is given up to `timeout`; only a stall longer than the
-        contract allows fails it.
+        protocol allows (R11) fails it.
         """
         deadline = time.monotonic() + timeout
         last_progress, last_received = time.monotonic(), self.received
@@ -339,7 +339,7 @@ def report_endless_line_cut_off(alice, sent, error):
     alice.story.add("alice", f"sent {mb:.1f} MB without a newline; then sending failed: {error}")
     alice.fail(f"The server closed alice's connection while she sent a long line (after {mb:.1f} MB "
                 f"with no newline; sending failed with {error!r}).",
-                "A line longer than --max-line is not a reason to disconnect: the contract wants one\n"
+                "A line longer than --max-line is not a reason to disconnect: docs/PROTOCOL.md (R6) wants one\n"
                 "  'Error:' line to its sender, who stays connected. Throw the line's bytes away as they\n"
                 "  arrive, up to its '\\n', and keep the connection.")
 
