@@ -2,7 +2,8 @@
 
 The functional tests pin down each of the original's bugs on its own; the race
 tests run the server with scheduling noise (many thread switches, little random
-pauses around socket calls), so that a race shows up on nearly every run.
+pauses around socket calls), so that the races they were built for show up on
+every run measured (docs/INSTRUCTORS.md, Measured trust); others may show on some runs only.
 """
 
 import time
