@@ -9,6 +9,7 @@ import time
 import pytest
 
 from grader.harness.client import fail
+from grader.harness.ports import port_turn
 from grader.harness.process import START_DEADLINE, STARTED_LINE, Program, not_done_hint
 
 DEFAULT_HOST, DEFAULT_PORT = "127.0.0.1", 9801  # docs/PROTOCOL.md, S1
@@ -118,41 +119,43 @@ def test_ctrl_c_stops_the_waiting_server(server, story):
 @pytest.mark.points(1)
 def test_default_address_is_127_0_0_1_port_9801(stage_dir, story):
     """Started with no --host and no --port, the server listens on 127.0.0.1:9801."""
-    # Every other test passes --host and --port; this one needs the default port free.
-    try:
-        socket.create_server((DEFAULT_HOST, DEFAULT_PORT)).close()
-    except OSError as error:
-        pytest.skip(f"port {DEFAULT_PORT} is in use on this machine ({error}), so the default "
-                    f"address cannot be checked (a server of yours still running?)")
-    server = Program(stage_dir / "server.py", [], label="server")
-    story.add("the test", "started: python server.py   (no --host, no --port)")
-    try:
-        lines = server.wait_for(server.stdout_lines, START_DEADLINE)
-        if not lines and "Address already in use" in server.stderr:
-            pytest.skip(f"port {DEFAULT_PORT} was taken by another program as the test started it")
-        match = STARTED_LINE.match(lines[0]) if lines else None
-        if match is None:
-            fail(f"Started with no options, the server's first line should be "
-                 f"'Server started on {DEFAULT_HOST}:{DEFAULT_PORT}'.\n{server.report()}\n"
-                 f"{not_done_hint(server.stderr)}")
-        address = (match.group("host"), int(match.group("port")))
-        if address != (DEFAULT_HOST, DEFAULT_PORT):
-            fail(f"Started with no options, the server printed {lines[0]!r}: it listens on "
-                 f"{address[0]}:{address[1]}, where {DEFAULT_HOST}:{DEFAULT_PORT} was due.\n"
-                 f"Likely cause: the defaults of --host and --port. --host defaults to 127.0.0.1 (only "
-                 f"this machine may connect; 'localhost' can cost a second per connection where it "
-                 f"means IPv6 first), --port to 9801.\n{server.report()}")
-        received = b""
+    # Grading runs side by side take turns at the default port (grader/harness/ports.py).
+    with port_turn(DEFAULT_PORT):
+        # Every other test passes --host and --port; this one needs the default port free.
         try:
-            with socket.create_connection(address, timeout=5) as client:
-                client.sendall(b"default address\n")
-                client.shutdown(socket.SHUT_WR)
-                while chunk := client.recv(4096):
-                    received += chunk
+            socket.create_server((DEFAULT_HOST, DEFAULT_PORT)).close()
         except OSError as error:
-            received += f" (then {error!r})".encode()
-        if received != b"default address\n":
-            fail(f"The server said it listens on {DEFAULT_HOST}:{DEFAULT_PORT}; a client there sent "
-                 f"b'default address\\n' and received {received!r}.\n{server.report()}")
-    finally:
-        server.stop()
+            pytest.skip(f"port {DEFAULT_PORT} is in use on this machine ({error}), so the default "
+                        f"address cannot be checked (a server of yours still running?)")
+        server = Program(stage_dir / "server.py", [], label="server")
+        story.add("the test", "started: python server.py   (no --host, no --port)")
+        try:
+            lines = server.wait_for(server.stdout_lines, START_DEADLINE)
+            if not lines and "Address already in use" in server.stderr:
+                pytest.skip(f"port {DEFAULT_PORT} was taken by another program as the test started it")
+            match = STARTED_LINE.match(lines[0]) if lines else None
+            if match is None:
+                fail(f"Started with no options, the server's first line should be "
+                     f"'Server started on {DEFAULT_HOST}:{DEFAULT_PORT}'.\n{server.report()}\n"
+                     f"{not_done_hint(server.stderr)}")
+            address = (match.group("host"), int(match.group("port")))
+            if address != (DEFAULT_HOST, DEFAULT_PORT):
+                fail(f"Started with no options, the server printed {lines[0]!r}: it listens on "
+                     f"{address[0]}:{address[1]}, where {DEFAULT_HOST}:{DEFAULT_PORT} was due.\n"
+                     f"Likely cause: the defaults of --host and --port. --host defaults to 127.0.0.1 (only "
+                     f"this machine may connect; 'localhost' can cost a second per connection where it "
+                     f"means IPv6 first), --port to 9801.\n{server.report()}")
+            received = b""
+            try:
+                with socket.create_connection(address, timeout=5) as client:
+                    client.sendall(b"default address\n")
+                    client.shutdown(socket.SHUT_WR)
+                    while chunk := client.recv(4096):
+                        received += chunk
+            except OSError as error:
+                received += f" (then {error!r})".encode()
+            if received != b"default address\n":
+                fail(f"The server said it listens on {DEFAULT_HOST}:{DEFAULT_PORT}; a client there sent "
+                     f"b'default address\\n' and received {received!r}.\n{server.report()}")
+        finally:
+            server.stop()

@@ -13,7 +13,9 @@ import time
 
 import pytest
 
-from grader.harness.process import Program, fail
+from grader.harness.client import fail
+from grader.harness.ports import port_turn
+from grader.harness.process import Program
 from grader.harness.scripted_server import ClientSession
 
 EXIT_WITHIN = 1.0     # seconds, after the server closes the connection (docs/PROTOCOL.md, K6)
@@ -302,37 +304,39 @@ def test_exit_status_0_when_server_closes(chat):
 @pytest.mark.points(1)
 def test_default_server_is_127_0_0_1_port_9801(stage_dir, story):
     """Started with no --host and no --port, the client connects to 127.0.0.1:9801."""
-    # Every other test passes --host and --port; this one listens on the default port itself.
-    try:
-        listener = socket.create_server(("127.0.0.1", 9801))
-    except OSError as error:
-        pytest.skip(f"port 9801 is in use on this machine ({error}), so the client's default "
-                    f"cannot be checked (a server of yours still running?)")
-    listener.settimeout(10)
-    story.add("the test", "listened on 127.0.0.1:9801, then started: python client.py   (no options)")
-    client = Program(stage_dir / "client.py", [], stdin=True, label="client")
-    received = b""
-    try:
-        client.proc.stdin.write(b"alice\n")
-        client.proc.stdin.flush()
-        story.add("the test", "typed the line 'alice'")
-        connection, _ = listener.accept()
-        with connection:
-            connection.settimeout(5)
-            while b"\n" not in received:
-                chunk = connection.recv(4096)
-                if not chunk:
-                    break
-                received += chunk
-    except OSError:
-        pass  # nothing came, or the client's input was closed: reported below
-    finally:
-        listener.close()
-        client.stop()
-    if not received.startswith(b"alice"):
-        fail("The test listened on 127.0.0.1:9801, started the client with no options and typed "
-             "'alice'. It expected the client to connect there and send its name; "
-             + (f"it received {received!r}." if received else "nothing connected within 10 s.")
-             + "\nLikely cause: the defaults of --host and --port. The client connects to "
-             "127.0.0.1 (not 'localhost', which can mean IPv6 first and a second's wait) and "
-             f"port 9801 unless told otherwise.\n{client.report()}")
+    # Grading runs side by side take turns at the default port (grader/harness/ports.py).
+    with port_turn(9801):
+        # Every other test passes --host and --port; this one listens on the default port itself.
+        try:
+            listener = socket.create_server(("127.0.0.1", 9801))
+        except OSError as error:
+            pytest.skip(f"port 9801 is in use on this machine ({error}), so the client's default "
+                        f"cannot be checked (a server of yours still running?)")
+        listener.settimeout(10)
+        story.add("the test", "listened on 127.0.0.1:9801, then started: python client.py   (no options)")
+        client = Program(stage_dir / "client.py", [], stdin=True, label="client")
+        received = b""
+        try:
+            client.proc.stdin.write(b"alice\n")
+            client.proc.stdin.flush()
+            story.add("the test", "typed the line 'alice'")
+            connection, _ = listener.accept()
+            with connection:
+                connection.settimeout(5)
+                while b"\n" not in received:
+                    chunk = connection.recv(4096)
+                    if not chunk:
+                        break
+                    received += chunk
+        except OSError:
+            pass  # nothing came, or the client's input was closed: reported below
+        finally:
+            listener.close()
+            client.stop()
+        if not received.startswith(b"alice"):
+            fail("The test listened on 127.0.0.1:9801, started the client with no options and typed "
+                 "'alice'. It expected the client to connect there and send its name; "
+                 + (f"it received {received!r}." if received else "nothing connected within 10 s.")
+                 + "\nLikely cause: the defaults of --host and --port. The client connects to "
+                 "127.0.0.1 (not 'localhost', which can mean IPv6 first and a second's wait) and "
+                 f"port 9801 unless told otherwise.\n{client.report()}")

@@ -8,7 +8,7 @@ chat-aware failure hints, and running clients in threads for race tests.
 
     alice, bob, carol = join_all(connect, ["alice", "bob", "carol"])   # no helper client
 
-Every join helper here rests on the contract's JOIN RULE: the join line reaches
+Every join helper here rests on docs/PROTOCOL.md's JOIN RULE: the join line reaches
 exactly the clients that were in the chat when the joiner was added (adding it
 and taking the list for its join line are one step). So a client that has seen
 NAME join was in before NAME, and NAME never hears of it; of two clients that

@@ -82,7 +82,8 @@ def allow_new_programs():
 
 
 def how_to_run():
-    """"launcher" (POSIX), "job" (Windows) or "tree" (no group or job: forced, or a fallback)."""
+    """How programs run and are stopped: "launcher" (POSIX), "job" (Windows), or "tree"
+    (no process group and no job: forced with THREADED_CHAT_PORTABLE_STOP=1)."""
     if os.environ.get(PORTABLE_VARIABLE, "") not in ("", "0"):
         return "tree"
     return "job" if IS_WINDOWS else "launcher"
@@ -430,7 +431,7 @@ class Program:
 
 
 class Server(Program):
-    """A server program, started with --host 127.0.0.1 --port 0 as the contract says."""
+    """A server program, started with --host 127.0.0.1 --port 0 (docs/PROTOCOL.md, S1)."""
 
     def __init__(self, path, args=(), env=None, noise=False):
         super().__init__(path, ["--host", "127.0.0.1", "--port", "0", *args],
