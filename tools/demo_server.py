@@ -8,7 +8,9 @@ non-blank line, "/exit" or a closed connection gives "NAME exited the chat room"
 It prints what happens on its standard output. Ctrl+C stops it and closes every connection.
 
 It is written with asyncio, one thread for everything, which is not how the course's
-stages are built (a thread per client): it is here to talk to, not to copy from.
+stages are built (a thread per client): it is here to talk to, not to copy from. It also
+greets each newcomer with a line of its own ("(demo server) ..."), which the protocol has
+not: a stage's tests fail it on purpose, so it is no answer to hand in.
 Standard library only; the same on Linux, macOS and Windows.
 """
 
@@ -66,6 +68,8 @@ async def serve(room, reader, writer):
         return
     room.tell_others(writer, f"{name} joined the chat room!")
     room.members[name] = writer
+    others = ", ".join(sorted(set(room.members) - {name})) or "nobody yet"
+    writer.write(f"(demo server) welcome, {name}; here: {others}\n".encode("utf-8"))
     try:
         while (line := await next_line(reader)) not in (None, "/exit"):
             if line.strip():
