@@ -25,7 +25,6 @@ from grader.grading import pytest_command
 from grader.harness import system
 from grader.harness.process import PORTABLE_VARIABLE, Server
 from grader.launch import descendants
-from grader.watchdog import last_resort_after
 from test_course import ROOT
 
 pytestmark = pytest.mark.selfcheck
