@@ -147,27 +147,29 @@ def test_exits_when_server_closes(chat):
 @pytest.mark.points(1)
 def test_does_not_spin_when_server_closes(chat):
     """After the server closes the connection, the client does not spin on the CPU."""
-    if not sys.platform.startswith("linux"):
-        pytest.skip("the client's threads and CPU time are read from /proc, which only Linux has")
     chat.start()
     chat.login("alice")
     client = chat.client
     chat.server.close_connection()
     started, cpu_at_start = time.monotonic(), client.cpu_seconds()
-    # Sample, while the client lives: is a thread of it runnable (a busy loop), and its CPU time.
+    if cpu_at_start is None and not client.exited():
+        pytest.skip("this system shows the harness no CPU time of a program")
+    # Sample, while the client lives: is a thread of it runnable (a busy loop; Linux's /proc
+    # shows it, other systems do not), and its CPU time (Linux, macOS and Windows).
     samples = busy = 0
     cpu = cpu_at_start
     while time.monotonic() - started < EXIT_WITHIN:
         if client.wait_exit(SAMPLE_EVERY) is not None:
             return  # it exited: it cannot be spinning
         runnable, now = client.runnable_threads(), client.cpu_seconds()
-        if runnable is None or now is None:
-            return  # it exited between two calls
-        samples += 1
-        busy += runnable > 0
+        if now is None:
+            return  # it exited between two looks
+        if runnable is not None:
+            samples += 1
+            busy += runnable > 0
         cpu = now
     window, used = time.monotonic() - started, cpu - cpu_at_start
-    if busy < BUSY_SHARE * samples and used < CPU_SHARE * window:
+    if (not samples or busy < BUSY_SHARE * samples) and used < CPU_SHARE * window:
         return
     chat.fail(f"After the server closed the connection, the client kept running, and kept a "
               f"thread busy: it was runnable in {busy} of {samples} looks over {window:.1f} s, and "

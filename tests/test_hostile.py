@@ -28,7 +28,8 @@ TESTS = Path(__file__).resolve().parent
 ROOT = TESTS.parent
 HOSTILE = TESTS / "hostile"
 
-pytestmark = [pytest.mark.selfcheck,
+# The first check waits for a whole grade_all batch (about 1.5 minutes on a busy machine).
+pytestmark = [pytest.mark.selfcheck, pytest.mark.timeout(600),
               pytest.mark.skipif(sys.platform == "win32", reason="the hostile programs use fork() and /proc")]
 
 STAGE_01_POINTS = stage_named("01").points  # course.toml holds the tests to it
