@@ -1,7 +1,9 @@
 """Golden results: the results.json of a fixed partial submission, held to an expected file.
 
-The submission: stage 01 is the course's variant 01_one_client_only (the solution with
-one bug put back: it serves one client, then ends), stage 02 is missing. Graded the way
+The submission: stage 01 is the course's variant 01_decodes_text (the solution with one
+bug put back: it decodes bytes as text, so binary data comes back changed), stage 02 is
+missing. (A variant whose server dies would not do: whether the next client is refused,
+reset or accepted and closed depends on timing.) Graded the way
 the tools grade (intake, the pinned command), its results.json must match
 tests/golden/partial_results.json: each test's id, stage, status, score and points, and the
 first line of what it tells the student. Timings and ports are not compared.
@@ -48,7 +50,7 @@ def normalised(results, submission):
 
 def test_results_json_of_a_partial_submission(tmp_path):
     submission = tmp_path / "submission"
-    variants.build("01_one_client_only", submission)
+    variants.build("01_decodes_text", submission)
     json_path = tmp_path / "results.json"
     files = stage_test_files("01_echo") + stage_test_files("02_lines")
     command = pytest_command(submission, json_path, files)

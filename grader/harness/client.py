@@ -111,10 +111,15 @@ class Client:
             if self.server is not None:
                 self.server.settle(0.3)  # a server that is dying: let its last words arrive
             timed_out = isinstance(error, (socket.timeout, TimeoutError))
-            self.fail(f"{self.name} could not connect to {self.address[0]}:{self.address[1]}: "
-                       f"{'no answer within ' + str(timeout) + ' s' if timed_out else error}",
-                       "The server is not accepting connections: is accept() called again for each "
-                       "new client?" if timed_out else None)
+            where = f"{self.name} could not connect to {self.address[0]}:{self.address[1]}"
+            if self.server is not None and self.server.exited():
+                # Refused or reset, depending on when it died: say what matters.
+                self.fail(f"{where}: the server is not running any more ({error}).",
+                          "The server stopped (its standard error below): did an exception in one "
+                          "client's handling end the whole server? Catch it where it happens.")
+            self.fail(f"{where}: {'no answer within ' + str(timeout) + ' s' if timed_out else error}",
+                      "The server is not accepting connections: is accept() called again for each "
+                      "new client?" if timed_out else None)
         sock.settimeout(None)
         self.sock = sock
         self.story.add(self.name, "connected")
