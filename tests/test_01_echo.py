@@ -15,6 +15,7 @@ from grader.harness.process import START_DEADLINE, STARTED_LINE, Program, not_do
 DEFAULT_HOST, DEFAULT_PORT = "127.0.0.1", 9801  # docs/PROTOCOL.md, S1
 
 ONE_MB = 1024 * 1024
+CTRL_C_LIMIT = 5.0  # seconds
 if sys.platform == "win32":
     CTRL_C_CAUSE = ("accept() waits without a timeout. On Windows, Ctrl+C does not interrupt a\n"
                     "  blocked accept() (CPython issue #85609): give the listening socket a timeout\n"
@@ -105,13 +106,16 @@ def test_survives_a_client_that_resets(server, connect):
 
 @pytest.mark.points(1)
 def test_ctrl_c_stops_the_waiting_server(server, story):
-    """Ctrl+C (SIGINT) stops the server within 1 s while it waits for a client."""
+    """Ctrl+C (SIGINT) stops the server within a few seconds while it waits for a client."""
     # Past one accept timeout (0.5 s in the starter), the server is surely waiting in accept().
     time.sleep(0.6)
     server.interrupt()
     story.add("the test", "pressed Ctrl+C (sent SIGINT to the server) while no client was connected")
-    if server.wait_exit(1.0) is None:
-        fail(f"The server was still running 1 s after Ctrl+C (SIGINT), while it waited for a client.\n"
+    # A correct server exits within one accept timeout (0.5 s); the limit leaves room for a
+    # loaded grading machine. (tests/test_portable.py holds the reference servers to 1 s.)
+    if server.wait_exit(CTRL_C_LIMIT) is None:
+        fail(f"The server was still running {CTRL_C_LIMIT:g} s after Ctrl+C (SIGINT), while it waited "
+             f"for a client.\n"
              f"Likely cause: {CTRL_C_CAUSE}\nWhat the test did:\n{story.render()}\n\n{server.report()}")
     server.assert_no_traceback("Ctrl+C")
 

@@ -103,9 +103,11 @@ def fail_unexpected_line(client, expected, got, timeout=CHAT_WAIT, cause=None):
     """Fail: `got` (a line already read; None if none came within `timeout`) is not `expected`."""
     if got is None:
         client.fail_missing(f"the line {expected!r}", timeout, cause)
+    own = (f"{client.name} received its own message back: a message goes to everyone *but* its "
+           f"sender." if got.startswith(f"{client.name}: ") else None)
     client.fail(f"{client.name} expected the line {show(expected)}\n"
                  f"{client.name} received the line {show(got)}",
-                 cause or chat_cause(expected, got) or _generic_cause(expected, got))
+                 cause or own or chat_cause(expected, got) or _generic_cause(expected, got))
 
 
 def _generic_cause(expected, got):
