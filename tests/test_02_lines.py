@@ -76,7 +76,9 @@ def test_empty_line(server, connect):
     """An empty line is a line too: it gets an empty reply."""
     alice = connect("alice")
     alice.send(b"\nafter\n")
-    alice.expect_lines(["", "AFTER"])
+    alice.expect_lines(["", "AFTER"], cause=(
+        "The empty line got no reply: an empty line (b'\\n' alone) is a line too, and its reply is "
+        "an empty line. Is it skipped, or taken for the end of the connection?"))
 
 
 @pytest.mark.points(2)
