@@ -35,6 +35,10 @@ TESTS = ROOT / "tests"
 ALTERNATIVES = TESTS / "alternatives"
 PROGRAMS = ("server.py", "client.py")
 RUN_DEADLINE = 300  # seconds for one inner pytest run; far above what any takes
+# The child runs start on worker threads while pytest's main thread sets and removes
+# PYTEST_CURRENT_TEST in os.environ: copying os.environ there can raise KeyError. So the
+# environment is copied once, here, at collection.
+ENVIRONMENT = dict(os.environ)
 # A variant is its solution with one bug put back: a few changed lines (the most,
 # 06_no_lock, takes the lock out of three methods: 24).
 MOST_CHANGED_LINES = 30
@@ -65,7 +69,7 @@ def run_graded(test_files, impl, select=None, stop_at_first_failure=False, noise
     noise: the child's THREADED_CHAT_NOISE ("slow"), else it inherits this run's.
     env: more environment variables for the child (and so for the programs it runs).
     """
-    env = dict(os.environ, **(env or {}))
+    env = dict(ENVIRONMENT, **(env or {}))
     if noise:
         env["THREADED_CHAT_NOISE"] = noise
     with tempfile.TemporaryDirectory() as scratch:
