@@ -5,6 +5,7 @@ a variant or a notebook that course.toml does not know is an error here, and eac
 points in course.toml are what its graded tests are worth together.
 """
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -117,3 +118,21 @@ def test_every_module_of_the_grader_and_every_tool_is_described():
                if path.relative_to(ROOT).as_posix() not in text]
     missing += [f"tools/{path.stem}" for path in sorted((ROOT / "tools").glob("*.py")) if path.stem not in text]
     assert not missing, f"docs/ARCHITECTURE.md does not describe: {missing}"
+
+
+def test_every_protocol_rule_names_tests_that_exist():
+    """docs/PROTOCOL.md's rule -> test table: every rule has a test, and every test named exists."""
+    text = (ROOT / "docs" / "PROTOCOL.md").read_text(encoding="utf-8")
+    table = text[text.index("## Rule → test"):]
+    rows = [line for line in table.splitlines()
+            if line.startswith("| ") and not line.startswith(("| rule", "|---"))]
+    assert len(rows) > 40, "the rule -> test table was not found"
+    defined = {f"{path.stem}::{name}" for path in (ROOT / "tests").glob("test_0*.py")
+               for name in re.findall(r"^def (test_\w+)", path.read_text(encoding="utf-8"), re.M)}
+    for row in rows:
+        rule, _, tests = row.strip("| ").partition(" | ")
+        named = re.findall(r"`(test_0\d_\w+::test_\w+)`", tests)
+        stage_wide = re.findall(r"every test in `(test_0\d_\w+)`", tests)
+        assert named or stage_wide, f"rule {rule!r} names no test"
+        missing = [name for name in named if name not in defined]
+        assert not missing, f"rule {rule!r} names tests that do not exist: {missing}"
